@@ -1,0 +1,84 @@
+"""Domain errors: every failure a caller can act on, each with its HTTP meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobgateError(Exception):
+    """Base of the errors the API maps to problem+json."""
+
+    status: int = 500
+    title: str = "Internal error"
+    type_slug: str = "internal"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+
+
+class NotFound(JobgateError):
+    status, title, type_slug = 404, "Not found", "not-found"
+
+
+class Conflict(JobgateError):
+    status, title, type_slug = 409, "Conflict", "conflict"
+
+
+class RunIdConflict(Conflict):
+    title, type_slug = "run_id already used for another request", "run-id-conflict"
+
+
+class InvalidTransition(Conflict):
+    title, type_slug = "Job is not in a state that allows this", "invalid-transition"
+
+
+class ValidationFailed(JobgateError):
+    """Input that the contract refuses; `errors` names each field."""
+
+    status, title, type_slug = 422, "Validation failed", "validation"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail, extra={"errors": errors})
+        self.errors = errors
+
+
+class UnsupportedMediaType(ValidationFailed):
+    title, type_slug = "Media type not accepted", "media-type"
+
+
+class AssetNotReady(Conflict):
+    title, type_slug = "Asset is not available yet", "asset-not-ready"
+
+
+class Unauthorized(JobgateError):
+    status, title, type_slug = 401, "Unauthorized", "unauthorized"
+
+
+class Gone(JobgateError):
+    status, title, type_slug = 410, "Gone", "gone"
+
+
+class ServiceUnavailable(JobgateError):
+    status, title, type_slug = 503, "Service unavailable", "unavailable"
+
+
+class StoreError(JobgateError):
+    """A data-store call failed for a reason the caller cannot fix."""
+
+    status, title, type_slug = 503, "Storage unavailable", "storage"
+
+
+class QueueError(JobgateError):
+    status, title, type_slug = 503, "Queue unavailable", "queue"
+
+
+class BlobError(JobgateError):
+    status, title, type_slug = 503, "Object storage unavailable", "blob"
+
+
+class CommandSetUnavailable(JobgateError):
+    """The command set is not installed where this code runs (the API carries only manifests)."""
+
+    status, title, type_slug = 503, "Command set unavailable", "command-set-unavailable"

@@ -1,0 +1,140 @@
+"""The typed shapes that services take and give: jobs, requests, outputs, assets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobgate.settings import MAX_SYNC_WAIT_S
+
+LOG_TAIL_BYTES = 16 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
+)
+
+
+class AssetStatus(StrEnum):
+    PENDING = "PENDING"
+    AVAILABLE = "AVAILABLE"
+    FAILED = "FAILED"
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class Output(BaseModel):
+    name: str
+    size: int
+    media_type: str
+    sha256: str | None = None
+
+
+class JobRequest(BaseModel):
+    """What a client submits; `args` are keyed by the command's argparse dest names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(min_length=1, max_length=64)
+    command: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any] = Field(default_factory=dict)
+    mode: Literal["async", "sync"] = "async"
+    run_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+    wait_s: float = Field(default=MAX_SYNC_WAIT_S, gt=0, le=MAX_SYNC_WAIT_S)
+    timeout_s: int | None = Field(default=None, ge=1)
+
+    def fingerprint(self) -> str:
+        """Hash of what makes two submissions the same job (mode and wait_s do not)."""
+        body = {"stage": self.stage, "command": self.command, "args": self.args, "timeout_s": self.timeout_s}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Job(BaseModel):
+    """A job record as the store keeps it; the API adds `links` when it answers."""
+
+    job_id: str
+    tenant: str
+    run_id: str | None = None
+    stage: str
+    command: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    argv: list[str] = Field(default_factory=list)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    status: JobStatus = JobStatus.QUEUED
+    progress: float = 0.0
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: JobError | None = None
+    outputs: list[Output] = Field(default_factory=list)
+    attempts: int = 0
+    timeout_s: int
+    request_hash: str
+    cancel_requested: bool = False
+    lease_until: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class JobResult(BaseModel):
+    """What a worker reports when a job's command has ended."""
+
+    status: JobStatus
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+    error: JobError | None = None
+    outputs: list[Output] = Field(default_factory=list)
+
+
+class Asset(BaseModel):
+    asset_id: str
+    tenant: str
+    filename: str
+    media_type: str
+    size: int
+    status: AssetStatus = AssetStatus.PENDING
+    key: str
+    sha256: str | None = None
+    reason: str | None = None
+    created_at: datetime
+
+
+def tail(text: bytes, limit: int = LOG_TAIL_BYTES) -> str:
+    """The last `limit` bytes of a log, decoded without splitting a character badly."""
+    return text[-limit:].decode("utf-8", errors="replace")

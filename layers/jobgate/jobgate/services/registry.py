@@ -1,0 +1,316 @@
+"""The command registry: stage -> command -> contract, and the checks a request must pass."""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
+
+ENTRY_POINT_GROUP = "jobgate.command_sets"
+ASSET_SCHEME = "asset://"
+ASSET_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+MAX_ARG_CHARS = 4096
+MAX_LIST_ITEMS = 1000
+
+ParamType = Literal["string", "integer", "number", "boolean"]
+# value: passed as given; path: a relative path inside the job's work folder; input: a file the
+# worker stages from an asset; output / output_dir: what the command writes, uploaded afterwards.
+ParamRole = Literal["value", "path", "input", "output", "output_dir"]
+
+
+class ParamSpec(BaseModel):
+    """One argument of a command, as its parser defines it."""
+
+    dest: str
+    flags: list[str] = Field(default_factory=list)
+    kind: Literal["positional", "option", "flag"]
+    type: ParamType = "string"
+    multiple: bool = False
+    nargs: int | str | None = None
+    required: bool = False
+    choices: list[Any] | None = None
+    default: Any = None
+    help: str = ""
+    role: ParamRole = "value"
+    media_types: list[str] = Field(default_factory=list)
+
+    @property
+    def spelling(self) -> str:
+        """The flag used on the command line: the first long one, else the first."""
+        longs = [f for f in self.flags if f.startswith("--")]
+        return (longs or self.flags)[0]
+
+
+class CommandContract(BaseModel):
+    """Everything a client needs to call one command, and everything the worker needs to run it."""
+
+    command_set: str
+    stage: str
+    command: str
+    summary: str = ""
+    params: list[ParamSpec] = Field(default_factory=list)
+    max_timeout_s: int | None = None
+
+    def param(self, name: str) -> ParamSpec | None:
+        key = name.replace("-", "_")
+        for p in self.params:
+            if p.dest == key or p.dest == name:
+                return p
+        return None
+
+
+class Invocation(BaseModel):
+    """A request checked against its contract: normalized args and the inputs to stage."""
+
+    contract: CommandContract
+    args: dict[str, Any]
+    inputs: dict[str, str]  # "<dest>" or "<dest>[i]" -> asset id
+
+
+@runtime_checkable
+class CommandSet(Protocol):
+    """A pluggable CLI. `contracts()` must work where the CLI is installed; `run` runs in a child."""
+
+    name: str
+
+    def contracts(self) -> list[CommandContract]: ...
+
+    def warm(self) -> None: ...
+
+    def run(self, argv: list[str]) -> int: ...
+
+
+class Registry:
+    """Contracts of every command set, looked up by stage and command (aliases included)."""
+
+    def __init__(
+        self,
+        contracts: Iterable[CommandContract],
+        command_sets: Mapping[str, CommandSet] | None = None,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self._contracts: dict[tuple[str, str], CommandContract] = {}
+        for c in contracts:
+            self._contracts[(c.stage, c.command)] = c
+        self._sets = dict(command_sets or {})
+        self._aliases = dict(aliases or {})
+
+    @classmethod
+    def from_command_sets(cls, sets: Iterable[CommandSet]) -> Registry:
+        sets = list(sets)
+        contracts = [c for s in sets for c in s.contracts()]
+        aliases: dict[str, str] = {}
+        for s in sets:
+            aliases.update(getattr(s, "stage_aliases", {}) or {})
+        return cls(contracts, {s.name: s for s in sets}, aliases)
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        """The live registry: every installed command set, instantiated."""
+        sets = [ep.load()() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        return cls.from_command_sets(sets)
+
+    def stages(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for stage, command in sorted(self._contracts):
+            out.setdefault(stage, []).append(command)
+        return out
+
+    def contracts(self) -> list[CommandContract]:
+        return [self._contracts[k] for k in sorted(self._contracts)]
+
+    def canonical_stage(self, stage: str) -> str:
+        return self._aliases.get(stage, stage)
+
+    def get(self, stage: str, command: str) -> CommandContract:
+        key = (self.canonical_stage(stage), command)
+        if key not in self._contracts:
+            raise NotFound(f"No command '{command}' in stage '{stage}'.")
+        return self._contracts[key]
+
+    def command_set(self, name: str) -> CommandSet:
+        if name not in self._sets:
+            raise CommandSetUnavailable(f"Command set '{name}' is not installed here.")
+        return self._sets[name]
+
+    def check(self, stage: str, command: str, args: Mapping[str, Any]) -> Invocation:
+        """Validate a request's args against the contract; raise ValidationFailed naming each field."""
+        try:
+            contract = self.get(stage, command)
+        except NotFound as exc:
+            loc = "stage" if self.canonical_stage(stage) not in self.stages() else "command"
+            raise ValidationFailed(exc.detail, [{"loc": ["body", loc], "msg": exc.detail}]) from exc
+        return check_args(contract, args)
+
+
+def _err(name: str, msg: str) -> dict[str, Any]:
+    return {"loc": ["body", "args", name], "msg": msg}
+
+
+def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation:
+    errors: list[dict[str, Any]] = []
+    normalized: dict[str, Any] = {}
+    inputs: dict[str, str] = {}
+    for name, raw in args.items():
+        spec = contract.param(name)
+        if spec is None:
+            errors.append(_err(name, f"unknown argument for {contract.stage} {contract.command}"))
+            continue
+        if spec.dest in normalized:
+            errors.append(_err(name, f"given twice (as '{spec.dest}' and '{name}')"))
+            continue
+        value, problems = _coerce(spec, raw)
+        if problems:
+            errors.extend(_err(name, p) for p in problems)
+            continue
+        if value is None:
+            continue
+        normalized[spec.dest] = value
+        inputs.update(_asset_refs(spec, value))
+    for spec in contract.params:
+        if spec.required and spec.dest not in normalized:
+            errors.append(_err(spec.dest, "required"))
+    if errors:
+        raise ValidationFailed(f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors)
+    return Invocation(contract=contract, args=normalized, inputs=inputs)
+
+
+def _coerce(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+    if spec.kind == "flag":
+        if isinstance(raw, bool):
+            return (True if raw else None), []
+        return None, ["must be true or false"]
+    if raw is None:
+        return None, []
+    if spec.multiple:
+        items = raw if isinstance(raw, list) else [raw]
+        if not items and spec.nargs == "+":
+            return None, ["needs at least one value"]
+        if len(items) > MAX_LIST_ITEMS:
+            return None, [f"at most {MAX_LIST_ITEMS} values"]
+        if isinstance(spec.nargs, int) and len(items) != spec.nargs:
+            return None, [f"needs exactly {spec.nargs} values"]
+        values, problems = [], []
+        for i, item in enumerate(items):
+            v, p = _coerce_scalar(spec, item)
+            problems.extend(f"[{i}] {m}" for m in p)
+            values.append(v)
+        return values, problems
+    if isinstance(raw, list):
+        return None, ["takes one value, not a list"]
+    v, p = _coerce_scalar(spec, raw)
+    return v, p
+
+
+def _coerce_scalar(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+    value: Any
+    if isinstance(raw, dict | list):
+        return None, ["must be a single value"]
+    if spec.type == "integer":
+        if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and _is_int(raw))):
+            return None, ["must be an integer"]
+        value = int(raw)
+    elif spec.type == "number":
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
+            return None, ["must be a number"]
+        value = float(raw) if isinstance(raw, str) else raw
+    else:
+        if isinstance(raw, bool):
+            return None, ["must be a string"]
+        value = str(raw)
+        if len(value) > MAX_ARG_CHARS:
+            return None, [f"longer than {MAX_ARG_CHARS} characters"]
+        if "\x00" in value:
+            return None, ["contains a NUL character"]
+    if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
+        return None, [f"must be one of {spec.choices}"]
+    return value, _check_role(spec, value)
+
+
+def _is_int(s: str) -> bool:
+    return re.fullmatch(r"[+-]?\d+", s.strip()) is not None
+
+
+def _is_number(v: int | float | str) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except ValueError:
+        return False
+
+
+def _check_role(spec: ParamSpec, value: Any) -> list[str]:
+    if spec.role == "value":
+        return []
+    text = str(value)
+    if spec.role == "input":
+        if not text.startswith(ASSET_SCHEME):
+            return [f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>'"]
+        if not ASSET_ID_RE.match(text[len(ASSET_SCHEME) :]):
+            return ["is not a valid asset id"]
+        return []
+    return check_relative_path(text)
+
+
+def check_relative_path(text: str) -> list[str]:
+    """A path the command may use: relative, normalized, and inside the work folder."""
+    if not text or text.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", text):
+        return ["must be a relative path inside the job's work folder"]
+    parts = posixpath.normpath(text.replace("\\", "/")).split("/")
+    if ".." in parts or parts == ["."] and text not in (".", "./"):
+        return ["must not leave the job's work folder"]
+    if text.startswith("-"):
+        return ["must not start with '-'"]
+    return []
+
+
+def _asset_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
+    if spec.role != "input":
+        return {}
+    if isinstance(value, list):
+        return {f"{spec.dest}[{i}]": v[len(ASSET_SCHEME) :] for i, v in enumerate(value)}
+    return {spec.dest: str(value)[len(ASSET_SCHEME) :]}
+
+
+def build_argv(invocation_args: Mapping[str, Any], contract: CommandContract, paths: Mapping[str, str]) -> list[str]:
+    """The argv for a checked request; input refs are replaced by the staged local paths.
+
+    Values go in `--flag=value` form so that a value starting with '-' can never be read as a flag.
+    """
+    argv = [contract.stage, contract.command]
+    positionals: list[str] = []
+    for spec in contract.params:
+        if spec.dest not in invocation_args:
+            continue
+        value = invocation_args[spec.dest]
+        if spec.kind == "flag":
+            argv.append(spec.spelling)
+            continue
+        values = value if isinstance(value, list) else [value]
+        strings = [
+            paths.get(f"{spec.dest}[{i}]" if isinstance(value, list) else spec.dest, _fmt(v))
+            for i, v in enumerate(values)
+        ]
+        if spec.kind == "positional":
+            positionals.extend(strings)
+        elif spec.multiple and (spec.nargs in ("+", "*") or isinstance(spec.nargs, int)):
+            argv.append(spec.spelling)
+            argv.extend(strings)
+        else:
+            argv.extend(f"{spec.spelling}={s}" for s in strings)
+    if positionals:
+        argv.append("--")
+        argv.extend(positionals)
+    return argv
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return repr(v)
+    return str(v)
