@@ -96,7 +96,7 @@ class Job(BaseModel):
     timeout_s: int
     request_hash: str
     cancel_requested: bool = False
-    lease_until: datetime | None = None
+    lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

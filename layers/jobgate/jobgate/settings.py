@@ -40,10 +40,12 @@ class Settings(BaseSettings):
     @property
     def max_job_timeout_s(self) -> int:
         """Longest job a worker can see through: its own timeout less time to upload and report."""
-        return max(1, self.worker_timeout_s - 60) if self.worker_timeout_s > 120 else self.worker_timeout_s // 2
+        return (
+            max(1, self.worker_timeout_s - 60) if self.worker_timeout_s > 120 else self.worker_timeout_s // 2
+        )
 
 
 @lru_cache(maxsize=1)
 def load_settings() -> Settings:
     """Read the settings once; a missing variable raises with the variable named."""
-    return Settings()  # type: ignore[call-arg]
+    return Settings()

@@ -135,6 +135,11 @@ class Registry:
             raise NotFound(f"No command '{command}' in stage '{stage}'.")
         return self._contracts[key]
 
+    def warm(self) -> None:
+        """Import and warm every command set in this process (the worker, before it forks)."""
+        for command_set in self._sets.values():
+            command_set.warm()
+
     def command_set(self, name: str) -> CommandSet:
         if name not in self._sets:
             raise CommandSetUnavailable(f"Command set '{name}' is not installed here.")
@@ -158,6 +163,7 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
     errors: list[dict[str, Any]] = []
     normalized: dict[str, Any] = {}
     inputs: dict[str, str] = {}
+    refused: set[str] = set()
     for name, raw in args.items():
         spec = contract.param(name)
         if spec is None:
@@ -169,13 +175,14 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
         value, problems = _coerce(spec, raw)
         if problems:
             errors.extend(_err(name, p) for p in problems)
+            refused.add(spec.dest)
             continue
         if value is None:
             continue
         normalized[spec.dest] = value
         inputs.update(_asset_refs(spec, value))
     for spec in contract.params:
-        if spec.required and spec.dest not in normalized:
+        if spec.required and spec.dest not in normalized and spec.dest not in refused:
             errors.append(_err(spec.dest, "required"))
     if errors:
         raise ValidationFailed(f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors)
@@ -314,3 +321,4 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return repr(v)
     return str(v)
+

@@ -1,0 +1,31 @@
+"""DeadLetterFunction: a job whose message reached the DLQ ends as failed, never stuck."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobgate.messages import JobMessage
+from jobgate.observability import logger
+from jobgate.services.registry import Registry
+from jobgate.settings import load_settings
+from jobgate.wiring import build_worker
+
+_worker = build_worker(load_settings(), Registry([]))
+_processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    message = JobMessage.model_validate_json(record.body)
+    receives = int(record.attributes.approximate_receive_count or 0)
+    job = _worker.dead_letter(message.job_id, receive_count=receives)
+    logger.warning("dead-lettered job", job_id=message.job_id, status=job.status.value if job else None)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=_processor, context=context
+    )

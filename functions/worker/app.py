@@ -1,0 +1,40 @@
+"""WorkerFunction: SQS batches of job ids -> each job run in a forked child, partial batch failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobgate.messages import JobMessage
+from jobgate.observability import logger, metrics
+from jobgate.services.registry import Registry
+from jobgate.settings import load_settings
+from jobgate.wiring import build_worker
+
+# Imported and warmed once per container: each job then forks from a warm parent.
+_settings = load_settings()
+_registry = Registry.from_entry_points()
+if _settings.warm_command_sets:
+    _registry.warm()
+_worker = build_worker(_settings, _registry)
+_processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    message = JobMessage.model_validate_json(record.body)
+    logger.append_keys(job_id=message.job_id)
+    job = _worker.handle(
+        message.job_id, remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000
+    )
+    if job is not None:
+        metrics.add_metric(name=f"Jobs_{job.status.value}", unit="Count", value=1)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=_processor, context=context
+    )

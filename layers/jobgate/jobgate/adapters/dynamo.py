@@ -1,0 +1,398 @@
+"""DynamoDB adapter: job and asset records in one table, every state change a conditional write."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobgate.errors import InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
+from jobgate.models import TERMINAL_STATUSES, Asset, Job, JobError, JobPage, JobResult, JobStatus
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+JOB_SK = "JOB"
+RUN_SK = "RUN"
+ASSET_SK = "ASSET"
+
+
+def _job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": JOB_SK}}
+
+
+def _status_index_key(tenant: str, status: JobStatus | str) -> str:
+    return f"TENANT#{tenant}#STATUS#{status}"
+
+
+def _to_dynamo(value: Any) -> Any:
+    # DynamoDB numbers must be Decimal; JSON mode turns datetimes into ISO strings first.
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _marshal(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in _to_dynamo(dict(doc)).items() if v is not None}
+
+
+def _unmarshal(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _ser.serialize(_to_dynamo(v)) for k, v in values.items()}
+
+
+def _epoch(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+def _is_conditional_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ClientError as exc:
+        raise StoreError(f"DynamoDB call failed: {exc.response.get('Error', {}).get('Code')}") from exc
+    except BotoCoreError as exc:
+        raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+
+
+class JobStore:
+    """Jobs, run-id reservations and assets; the table's keys are described in template.yaml."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, job_ttl: timedelta) -> None:
+        self._db = client
+        self._table = table_name
+        self._ttl = job_ttl
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _job_item(self, job: Job) -> dict[str, Any]:
+        doc = job.model_dump(mode="json")
+        doc.update(
+            pk=f"JOB#{job.job_id}",
+            sk=JOB_SK,
+            gsi1pk=f"TENANT#{job.tenant}#JOBS",
+            gsi1sk=job.job_id,
+            gsi2pk=_status_index_key(job.tenant, job.status),
+            gsi2sk=job.job_id,
+            expires_at=_epoch(job.created_at + self._ttl),
+        )
+        return _marshal(doc)
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Write a new job; with a run_id already used, answer that job (same request) or 409."""
+        put_job = {
+            "Put": {
+                "TableName": self._table,
+                "Item": self._job_item(job),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        if job.run_id is None:
+            _guard(lambda: self._db.put_item(**put_job["Put"]))  # type: ignore[arg-type]
+            return job, True
+        run_item = _marshal(
+            {
+                "pk": f"RUN#{job.tenant}#{job.run_id}",
+                "sk": RUN_SK,
+                "job_id": job.job_id,
+                "request_hash": job.request_hash,
+                "expires_at": _epoch(job.created_at + self._ttl),
+            }
+        )
+        put_run = {
+            "Put": {
+                "TableName": self._table,
+                "Item": run_item,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[put_run, put_job])  # type: ignore[list-item]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise StoreError("DynamoDB transaction failed") from exc
+            return self._existing_run(job), False
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return job, True
+
+    def _existing_run(self, job: Job) -> Job:
+        key = {"pk": {"S": f"RUN#{job.tenant}#{job.run_id}"}, "sk": {"S": RUN_SK}}
+        got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
+        if "Item" not in got:
+            raise StoreError("run_id reservation vanished during a concurrent submission; retry")
+        run = _unmarshal(got["Item"])
+        if run["request_hash"] != job.request_hash:
+            raise RunIdConflict(
+                f"run_id '{job.run_id}' was used for a different request (job {run['job_id']}).",
+                extra={"job_id": run["job_id"]},
+            )
+        return self.get(run["job_id"], tenant=job.tenant)
+
+    def find(self, job_id: str) -> Job | None:
+        got = _guard(
+            lambda: self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True)
+        )
+        return Job.model_validate(_unmarshal(got["Item"])) if "Item" in got else None
+
+    def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """The job; another tenant's job is as unknown as a missing one."""
+        job = self.find(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFound(f"No job '{job_id}'.")
+        return job
+
+    def list_jobs(self, tenant: str, *, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        if status is None:
+            index, pk_name, pk_value = "gsi1", "gsi1pk", f"TENANT#{tenant}#JOBS"
+        else:
+            index, pk_name, pk_value = "gsi2", "gsi2pk", _status_index_key(tenant, status)
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": f"{pk_name} = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk_value}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor, pk_name, pk_value)
+        got = _guard(lambda: self._db.query(**query))
+        items = [Job.model_validate(_unmarshal(i)) for i in got.get("Items", [])]
+        last = got.get("LastEvaluatedKey")
+        return JobPage(items=items, next_cursor=_encode_cursor(last) if last else None)
+
+    def _update(
+        self, job_id: str, update: str, condition: str, values: dict[str, Any], names: dict[str, str]
+    ) -> Job:
+        try:
+            got = self._db.update_item(
+                TableName=self._table,
+                Key=_job_key(job_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ExpressionAttributeNames=names,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise InvalidTransition(f"Job '{job_id}' is not in a state that allows this.") from exc
+            raise StoreError(f"DynamoDB update failed: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return Job.model_validate(_unmarshal(got["Attributes"]))
+
+    def claim(self, job: Job, *, now: datetime, lease_until: datetime) -> Job:
+        """queued -> running, or take over a running job whose worker stopped renewing its lease."""
+        values = _values(
+            queued=JobStatus.QUEUED.value,
+            running=JobStatus.RUNNING.value,
+            now=now.isoformat(),
+            now_ms=epoch_ms(now),
+            lease=epoch_ms(lease_until),
+            one=1,
+            attempts=job.attempts,
+            gsi2=_status_index_key(job.tenant, JobStatus.RUNNING),
+        )
+        return self._update(
+            job.job_id,
+            "SET #status = :running, attempts = attempts + :one, lease_until = :lease, gsi2pk = :gsi2,"
+            " started_at = if_not_exists(started_at, :now)",
+            "attempts = :attempts AND (#status = :queued OR (#status = :running AND lease_until < :now_ms))",
+            values,
+            {"#status": "status"},
+        )
+
+    def heartbeat(
+        self, job_id: str, *, attempt: int, lease_until: datetime, progress: float | None = None
+    ) -> Job:
+        """Renew this attempt's lease; the answer carries cancel_requested."""
+        update = "SET lease_until = :lease"
+        vals: dict[str, Any] = {
+            "lease": epoch_ms(lease_until),
+            "running": JobStatus.RUNNING.value,
+            "a": attempt,
+        }
+        if progress is not None:
+            update += ", progress = :p"
+            vals["p"] = progress
+        return self._update(
+            job_id, update, "#status = :running AND attempts = :a", _values(**vals), {"#status": "status"}
+        )
+
+    def release(self, job_id: str, *, attempt: int, now: datetime) -> None:
+        """Give up this attempt's lease at once so a redelivery can take the job over."""
+        try:
+            self._update(
+                job_id,
+                "SET lease_until = :now",
+                "#status = :running AND attempts = :a",
+                _values(now=epoch_ms(now), running=JobStatus.RUNNING.value, a=attempt),
+                {"#status": "status"},
+            )
+        except InvalidTransition:
+            pass  # already ended or taken over: nothing to release
+
+    def finish(self, job: Job, *, attempt: int, result: JobResult, now: datetime) -> Job:
+        """running -> a terminal state, only by the attempt that holds the job."""
+        return self._terminal(
+            job,
+            result,
+            now,
+            condition="#status = :running AND attempts = :a",
+            cond_values={"running": JobStatus.RUNNING.value, "a": attempt},
+        )
+
+    def fail_unfinished(self, job: Job, *, error: JobError, now: datetime) -> Job:
+        """End a queued or running job as failed (dead-lettered message, lost worker)."""
+        result = JobResult(
+            status=JobStatus.FAILED,
+            exit_code=job.exit_code,
+            stdout_tail=job.stdout,
+            stderr_tail=job.stderr,
+            error=error,
+        )
+        return self._terminal(
+            job,
+            result,
+            now,
+            condition="#status IN (:queued, :running)",
+            cond_values={"queued": JobStatus.QUEUED.value, "running": JobStatus.RUNNING.value},
+        )
+
+    def _terminal(
+        self, job: Job, result: JobResult, now: datetime, *, condition: str, cond_values: dict[str, Any]
+    ) -> Job:
+        assert result.status in TERMINAL_STATUSES
+        vals = {
+            "status": result.status.value,
+            "exit_code": result.exit_code,
+            "stdout": result.stdout_tail,
+            "stderr": result.stderr_tail,
+            "error": result.error.model_dump() if result.error else None,
+            "outputs": [o.model_dump() for o in result.outputs],
+            "finished_at": now.isoformat(),
+            "progress": 1.0 if result.status == JobStatus.SUCCEEDED else job.progress,
+            "gsi2": _status_index_key(job.tenant, result.status),
+            "expires_at": _epoch(now + self._ttl),
+            **cond_values,
+        }
+        return self._update(
+            job.job_id,
+            "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
+            " #error = :error, outputs = :outputs, finished_at = :finished_at, progress = :progress,"
+            " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until",
+            condition,
+            _values(**vals),
+            {"#status": "status", "#error": "error"},
+        )
+
+    def cancel(self, job: Job, *, now: datetime) -> Job:
+        """A queued job is cancelled at once; a running one is flagged for its worker to kill."""
+        if job.status == JobStatus.QUEUED:
+            result = JobResult(
+                status=JobStatus.CANCELLED,
+                exit_code=None,
+                stdout_tail="",
+                stderr_tail="",
+                error=JobError(type="cancelled", message="Cancelled before it started."),
+            )
+            try:
+                return self._terminal(
+                    job,
+                    result,
+                    now,
+                    condition="#status = :queued",
+                    cond_values={"queued": JobStatus.QUEUED.value},
+                )
+            except InvalidTransition:
+                job = self.get(job.job_id)  # a worker took it meanwhile: flag it instead
+        if job.status == JobStatus.RUNNING:
+            try:
+                return self._update(
+                    job.job_id,
+                    "SET cancel_requested = :t",
+                    "#status = :running",
+                    _values(t=True, running=JobStatus.RUNNING.value),
+                    {"#status": "status"},
+                )
+            except InvalidTransition:
+                job = self.get(job.job_id)
+        raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+
+    # -- assets -------------------------------------------------------------------------------
+
+    def put_asset(self, asset: Asset) -> Asset:
+        doc = asset.model_dump(mode="json")
+        doc.update(
+            pk=f"ASSET#{asset.asset_id}",
+            sk=ASSET_SK,
+            gsi1pk=f"TENANT#{asset.tenant}#ASSETS",
+            gsi1sk=asset.asset_id,
+            expires_at=_epoch(asset.created_at + self._ttl),
+        )
+        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc)))
+        return asset
+
+    def get_asset(self, asset_id: str, *, tenant: str) -> Asset:
+        key = {"pk": {"S": f"ASSET#{asset_id}"}, "sk": {"S": ASSET_SK}}
+        got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
+        if "Item" not in got:
+            raise NotFound(f"No asset '{asset_id}'.")
+        asset = Asset.model_validate(_unmarshal(got["Item"]))
+        if asset.tenant != tenant:
+            raise NotFound(f"No asset '{asset_id}'.")
+        return asset
+
+    def ping(self) -> None:
+        _guard(lambda: self._db.describe_table(TableName=self._table))
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, pk_name: str, pk_value: str) -> dict[str, Any]:
+    invalid = ValidationFailed(
+        "The cursor is not one this list gave out.", [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
+    )
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise invalid from exc
+    # A cursor is bound to the list it came from: no paging into another tenant's index.
+    if not isinstance(key, dict) or key.get(pk_name) != {"S": pk_value}:
+        raise invalid
+    return key
+
+
+def epoch_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)

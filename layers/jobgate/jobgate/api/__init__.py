@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI routers behind API Gateway (through Mangum)."""

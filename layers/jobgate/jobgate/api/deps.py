@@ -1,0 +1,47 @@
+"""FastAPI dependencies, as Annotated aliases that routers use and tests override."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from jobgate.errors import Unauthorized
+from jobgate.services.jobs import JobService
+from jobgate.services.registry import Registry
+from jobgate.wiring import ApiServices
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The tenant's API key.")
+
+
+def get_services(request: Request) -> ApiServices:
+    services: ApiServices = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[ApiServices, Depends(get_services)]
+
+
+def get_registry(services: ServicesDep) -> Registry:
+    return services.registry
+
+
+def get_job_service(services: ServicesDep) -> JobService:
+    return services.jobs
+
+
+def authenticate(services: ServicesDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> str:
+    """The caller's tenant, from its X-API-Key; 401 problem when missing or wrong."""
+    expected = services.settings.api_key
+    if not api_key:
+        raise Unauthorized("Send your API key in the X-API-Key header.")
+    if expected is None or not hmac.compare_digest(api_key.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("The API key is not valid.")
+    return services.settings.default_tenant
+
+
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+JobsDep = Annotated[JobService, Depends(get_job_service)]
+TenantDep = Annotated[str, Depends(authenticate)]

@@ -1,0 +1,84 @@
+"""The API's answers: jobs as clients see them, pages, commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from jobgate.models import Job, JobError, JobStatus, Output
+from jobgate.services.registry import CommandContract
+
+
+class JobLinks(BaseModel):
+    self: str
+    logs: str
+    outputs: str
+    download: str
+    websocket: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    run_id: str | None
+    stage: str
+    command: str
+    args: dict[str, Any]
+    status: JobStatus
+    progress: float
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    error: JobError | None
+    outputs: list[Output]
+    attempts: int
+    timeout_s: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: Job, websocket_url: str | None = None) -> JobView:
+        base = f"/v1/jobs/{job.job_id}"
+        links = JobLinks(
+            self=base,
+            logs=f"{base}/logs",
+            outputs=f"{base}/outputs",
+            download=f"{base}/download",
+            websocket=websocket_url,
+        )
+        return cls(**job.model_dump(include=set(cls.model_fields) - {"links"}), links=links)
+
+
+class JobList(BaseModel):
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class CommandSummary(BaseModel):
+    stage: str
+    command: str
+    command_set: str
+    summary: str
+    href: str
+
+
+class CommandList(BaseModel):
+    stages: dict[str, list[str]]
+    items: list[CommandSummary]
+
+
+class CommandDetail(CommandContract):
+    pass
+
+
+class OutputList(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,12 @@
+"""The queue message that hands a job to a worker."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class JobMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    tenant: str | None = None

@@ -1,0 +1,202 @@
+"""The job service: submit, wait, read, list and cancel jobs for one tenant at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import BaseModel
+from ulid import ULID
+
+from jobgate.adapters.blobs import BlobStore
+from jobgate.adapters.dynamo import JobStore
+from jobgate.adapters.queue import JobQueue
+from jobgate.errors import (
+    AssetNotReady,
+    Conflict,
+    NotFound,
+    QueueError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from jobgate.models import AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
+from jobgate.services.registry import Invocation, Registry
+
+PRESIGN_S = 900
+INLINE_LOG_LIMIT = 1024 * 1024
+
+
+def log_key(tenant: str, job_id: str, stream: str) -> str:
+    return f"logs/{tenant}/{job_id}/{stream}.log"
+
+
+def output_key(tenant: str, job_id: str, name: str) -> str:
+    return f"results/{tenant}/{job_id}/{name}"
+
+
+class JobLimits(BaseModel):
+    default_timeout_s: int
+    max_timeout_s: int
+    sync_poll_s: float = 0.05
+
+
+class OutputLink(Output):
+    url: str
+    expires_in: int
+
+
+class LogContent(BaseModel):
+    """Either the log's text, or a presigned URL when it is too large to answer inline."""
+
+    text: str | None = None
+    url: str | None = None
+
+
+class JobService:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        blobs: BlobStore,
+        registry: Registry,
+        limits: JobLimits,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._blobs = blobs
+        self._registry = registry
+        self._limits = limits
+        self._clock = clock
+        self._sleep = sleep
+
+    def submit(self, tenant: str, request: JobRequest) -> tuple[Job, bool]:
+        """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
+        invocation = self._registry.check(request.stage, request.command, request.args)
+        timeout_s = self._timeout(request, invocation)
+        self._check_inputs(tenant, invocation)
+        job = Job(
+            job_id=str(ULID()),
+            tenant=tenant,
+            run_id=request.run_id,
+            stage=invocation.contract.stage,
+            command=invocation.contract.command,
+            args=invocation.args,
+            inputs=invocation.inputs,
+            timeout_s=timeout_s,
+            request_hash=request.fingerprint(),
+            created_at=self._clock(),
+        )
+        job, created = self._store.create(job)
+        if created:
+            self._enqueue(job)
+        return job, created
+
+    def _timeout(self, request: JobRequest, invocation: Invocation) -> int:
+        ceiling = min(
+            self._limits.max_timeout_s, invocation.contract.max_timeout_s or self._limits.max_timeout_s
+        )
+        timeout_s = request.timeout_s or min(self._limits.default_timeout_s, ceiling)
+        if timeout_s > ceiling:
+            raise ValidationFailed(
+                f"timeout_s {timeout_s} is longer than a worker can run a job ({ceiling} s).",
+                [{"loc": ["body", "timeout_s"], "msg": f"at most {ceiling}"}],
+            )
+        return timeout_s
+
+    def _check_inputs(self, tenant: str, invocation: Invocation) -> None:
+        for name, asset_id in invocation.inputs.items():
+            try:
+                asset = self._store.get_asset(asset_id, tenant=tenant)
+            except NotFound as exc:
+                raise NotFound(f"Argument '{name}' names asset '{asset_id}', which does not exist.") from exc
+            if asset.status != AssetStatus.AVAILABLE:
+                raise AssetNotReady(
+                    f"Argument '{name}' names asset '{asset_id}', which is {asset.status.value}, "
+                    "not AVAILABLE."
+                )
+            spec = invocation.contract.param(name.split("[", 1)[0])
+            accepted = spec.media_types if spec else []
+            if accepted and asset.media_type not in accepted:
+                raise UnsupportedMediaType(
+                    f"Argument '{name}' takes {', '.join(accepted)}; "
+                    f"asset '{asset_id}' is {asset.media_type}.",
+                    [{"loc": ["body", "args", name], "msg": f"media type {asset.media_type} not accepted"}],
+                )
+
+    def _enqueue(self, job: Job) -> None:
+        try:
+            self._queue.send(job.job_id, job.tenant)
+        except QueueError:
+            # The job must not stay queued with no message to run it: end it, then tell the client.
+            self._store.fail_unfinished(
+                job, error=JobError(type="enqueue", message="The job could not be queued."), now=self._clock()
+            )
+            raise
+
+    def wait(self, job: Job, wait_s: float) -> Job:
+        """Poll until the job ends or wait_s passes; answer the latest record either way."""
+        deadline = time.monotonic() + wait_s
+        while not job.terminal and time.monotonic() < deadline:
+            self._sleep(min(self._limits.sync_poll_s, max(0.0, deadline - time.monotonic())))
+            job = self._store.get(job.job_id)
+        return job
+
+    def get(self, tenant: str, job_id: str) -> Job:
+        return self._store.get(job_id, tenant=tenant)
+
+    def list_jobs(self, tenant: str, *, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        return self._store.list_jobs(tenant, status=status, limit=limit, cursor=cursor)
+
+    def cancel(self, tenant: str, job_id: str) -> Job:
+        job = self._store.get(job_id, tenant=tenant)
+        return self._store.cancel(job, now=self._clock())
+
+    def logs(self, tenant: str, job_id: str, stream: str) -> LogContent:
+        job = self._store.get(job_id, tenant=tenant)
+        tail = job.stdout if stream == "stdout" else job.stderr
+        if not job.terminal:
+            return LogContent(text=tail)
+        key = log_key(tenant, job_id, stream)
+        size = self._blobs.size(key)
+        if size is None:
+            return LogContent(text=tail)
+        if size > INLINE_LOG_LIMIT:
+            return LogContent(
+                url=self._blobs.presign_get(key, expires_s=PRESIGN_S, filename=f"{job_id}-{stream}.log")
+            )
+        return LogContent(text=self._blobs.get_bytes(key).decode("utf-8", errors="replace"))
+
+    def outputs(self, tenant: str, job_id: str) -> list[OutputLink]:
+        job = self._store.get(job_id, tenant=tenant)
+        return [
+            OutputLink(
+                **o.model_dump(),
+                url=self._blobs.presign_get(
+                    output_key(tenant, job_id, o.name),
+                    expires_s=PRESIGN_S,
+                    filename=o.name.rsplit("/", 1)[-1],
+                ),
+                expires_in=PRESIGN_S,
+            )
+            for o in job.outputs
+        ]
+
+    def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
+        links = self.outputs(tenant, job_id)
+        if name is None:
+            if len(links) == 1:
+                return links[0].url
+            if not links:
+                raise NotFound(f"Job '{job_id}' has no outputs.")
+            raise Conflict(
+                f"Job '{job_id}' has {len(links)} outputs; name one with ?name=.",
+                extra={"outputs": [link.name for link in links]},
+            )
+        for link in links:
+            if link.name == name:
+                return link.url
+        raise NotFound(f"Job '{job_id}' has no output '{name}'.")

@@ -1,0 +1,307 @@
+"""The worker service: take one job from its message to a terminal state, exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from jobgate.adapters.blobs import BlobStore
+from jobgate.adapters.dynamo import JobStore, epoch_ms
+from jobgate.errors import InvalidTransition, JobgateError, NotFound
+from jobgate.media import guess_media_type
+from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
+from jobgate.observability import logger
+from jobgate.services.executor import ExecResult, execute
+from jobgate.services.jobs import log_key, output_key
+from jobgate.services.registry import Registry, build_argv
+
+# Time kept back from the Lambda deadline to upload logs and outputs and record the end.
+FINISH_MARGIN_S = 20.0
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+# The child's whole environment: no AWS credentials, nothing of the worker's own.
+_CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lease_s: int = 30
+    cancel_poll_s: float = 1.0
+    max_attempts: int = 3
+    work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jobgate")
+
+
+class InputError(JobgateError):
+    """An input could not be staged for a reason a retry will not fix."""
+
+
+def child_environment(parent: Mapping[str, str], workdir: Path) -> dict[str, str]:
+    env = {k: parent[k] for k in _CHILD_ENV_KEEP if k in parent}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        HOME=str(workdir), TMPDIR=str(workdir / ".tmp"), MPLBACKEND="Agg", MPLCONFIGDIR=str(workdir / ".tmp")
+    )
+    return env
+
+
+class WorkerService:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        registry: Registry,
+        config: WorkerConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        parent_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._registry = registry
+        self._config = config
+        self._clock = clock
+        self._parent_env = dict(parent_env if parent_env is not None else os.environ)
+
+    def handle(self, job_id: str, *, remaining_s: Callable[[], float]) -> Job | None:
+        """Run the job if this delivery should; answer the job as it ended, or None when skipped.
+
+        Raises when the infrastructure failed, so the message is retried; the job's lease is
+        released first, so the retry can take it over at once.
+        """
+        job = self._claim(job_id)
+        if job is None:
+            return None
+        attempt = job.attempts
+        try:
+            return self._run(job, attempt, remaining_s)
+        except InvalidTransition:
+            logger.warning("job taken over by another attempt", job_id=job_id, attempt=attempt)
+            return None
+        except Exception:
+            self._store.release(job_id, attempt=attempt, now=self._clock())
+            raise
+
+    def _claim(self, job_id: str) -> Job | None:
+        try:
+            job = self._store.get(job_id)
+        except NotFound:
+            logger.warning("message for an unknown job dropped", job_id=job_id)
+            return None
+        now = self._clock()
+        if job.terminal:
+            logger.info("duplicate delivery of a finished job", job_id=job_id, status=job.status.value)
+            return None
+        if job.status == JobStatus.RUNNING:
+            if job.lease_until is not None and job.lease_until >= epoch_ms(now):
+                logger.info("job already running under a live lease", job_id=job_id, attempt=job.attempts)
+                return None
+            if job.attempts >= self._config.max_attempts:
+                self._store.fail_unfinished(
+                    job,
+                    error=JobError(
+                        type="worker_lost",
+                        message=f"The worker running attempt {job.attempts} stopped without finishing; "
+                        f"no attempts left (max {self._config.max_attempts}).",
+                    ),
+                    now=now,
+                )
+                logger.error("job failed after its last attempt was lost", job_id=job_id)
+                return None
+            logger.warning("taking over a job whose worker stopped", job_id=job_id, attempt=job.attempts)
+        try:
+            return self._store.claim(job, now=now, lease_until=now + timedelta(seconds=self._config.lease_s))
+        except InvalidTransition:
+            logger.info("job claimed by another delivery", job_id=job_id)
+            return None
+
+    def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
+        contract = self._registry.get(job.stage, job.command)
+        command_set = self._registry.command_set(contract.command_set)
+        workdir = self._config.work_root / f"{job.job_id}-{attempt}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        (workdir / ".tmp").mkdir(parents=True)
+        logs = workdir.parent / f"{job.job_id}-{attempt}.logs"
+        logs.mkdir(exist_ok=True)
+        try:
+            try:
+                paths, staged = self._stage_inputs(job, workdir)
+            except InputError as exc:
+                return self._finish(job, attempt, _failure("input", exc.detail))
+            job = self._heartbeat(job, attempt, progress=0.1)
+            argv = build_argv(job.args, contract, paths)
+            logger.info("job started", job_id=job.job_id, attempt=attempt, argv=argv)
+            cancel = _CancelFlag()
+            budget = max(1.0, min(float(job.timeout_s), remaining_s() - FINISH_MARGIN_S))
+            result = execute(
+                command_set.run,
+                argv,
+                workdir=workdir,
+                env=child_environment(self._parent_env, workdir),
+                timeout_s=budget,
+                stdout_path=logs / "stdout",
+                stderr_path=logs / "stderr",
+                should_cancel=cancel.is_set,
+                cancel_poll_s=self._config.cancel_poll_s,
+                on_tick=lambda: self._tick(job, attempt, cancel),
+            )
+            if cancel.lost:
+                raise InvalidTransition(f"Job '{job.job_id}' attempt {attempt} lost its lease.")
+            logger.info(
+                "job exited", job_id=job.job_id, exit_code=result.exit_code, duration_s=result.duration_s
+            )
+            outputs = self._store_outputs(job, workdir, staged)
+            stdout, stderr = self._store_logs(job, logs)
+            return self._finish(
+                job, attempt, _result(result, budget < job.timeout_s, stdout, stderr, outputs)
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(logs, ignore_errors=True)
+
+    def _tick(self, job: Job, attempt: int, cancel: _CancelFlag) -> None:
+        try:
+            cancel.update(self._heartbeat(job, attempt))
+        except InvalidTransition:
+            # Another attempt owns the job now (or it ended): stop this child, write nothing.
+            cancel.lost = True
+        except JobgateError as exc:
+            logger.warning("heartbeat failed; will retry", job_id=job.job_id, error=exc.detail)
+
+    def dead_letter(self, job_id: str, *, receive_count: int) -> Job | None:
+        """End as failed a job whose message was given up on; a finished job is left alone."""
+        try:
+            job = self._store.get(job_id)
+        except NotFound:
+            return None
+        if job.terminal:
+            return job
+        message = f"Its message was moved to the dead-letter queue after {receive_count} deliveries."
+        try:
+            return self._store.fail_unfinished(
+                job, error=JobError(type="dead_letter", message=message), now=self._clock()
+            )
+        except InvalidTransition:
+            return self._store.get(job_id)
+
+    def _heartbeat(self, job: Job, attempt: int, progress: float | None = None) -> Job:
+        lease_until = self._clock() + timedelta(seconds=self._config.lease_s)
+        return self._store.heartbeat(job.job_id, attempt=attempt, lease_until=lease_until, progress=progress)
+
+    def _stage_inputs(self, job: Job, workdir: Path) -> tuple[dict[str, str], set[Path]]:
+        paths: dict[str, str] = {}
+        staged: set[Path] = set()
+        for name, asset_id in job.inputs.items():
+            try:
+                asset = self._store.get_asset(asset_id, tenant=job.tenant)
+            except NotFound as exc:
+                raise InputError(f"Input '{name}': asset '{asset_id}' no longer exists.") from exc
+            filename = _SAFE_NAME.sub("_", Path(asset.filename).name).lstrip(".") or "input"
+            relative = Path("inputs") / asset_id / filename
+            target = workdir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._blobs.download_file(asset.key, target)
+            except NotFound as exc:
+                raise InputError(f"Input '{name}': the file of asset '{asset_id}' is gone.") from exc
+            paths[name] = str(relative)
+            staged.add(target)
+        return paths, staged
+
+    def _store_outputs(self, job: Job, workdir: Path, staged: set[Path]) -> list[Output]:
+        outputs: list[Output] = []
+        for path in sorted(workdir.rglob("*")):
+            relative = path.relative_to(workdir)
+            # Symlinks are never followed: a command could point one anywhere on the worker.
+            if path in staged or path.is_symlink() or not path.is_file() or relative.parts[0] == ".tmp":
+                continue
+            media_type = guess_media_type(path)
+            name = relative.as_posix()
+            self._blobs.upload_file(path, output_key(job.tenant, job.job_id, name), media_type)
+            outputs.append(
+                Output(name=name, size=path.stat().st_size, media_type=media_type, sha256=_sha256(path))
+            )
+        return outputs
+
+    def _store_logs(self, job: Job, logs: Path) -> tuple[str, str]:
+        tails = []
+        for stream in ("stdout", "stderr"):
+            path = logs / stream
+            data = path.read_bytes() if path.exists() else b""
+            self._blobs.put_bytes(log_key(job.tenant, job.job_id, stream), data, "text/plain; charset=utf-8")
+            tails.append(tail(data))
+        return tails[0], tails[1]
+
+    def _finish(self, job: Job, attempt: int, result: JobResult) -> Job:
+        done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
+        logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
+        return done
+
+
+class _CancelFlag:
+    def __init__(self) -> None:
+        self._set = False
+        self.lost = False
+
+    def update(self, job: Job) -> None:
+        self._set = self._set or job.cancel_requested
+
+    def is_set(self) -> bool:
+        return self._set or self.lost
+
+
+def _failure(kind: str, message: str) -> JobResult:
+    return JobResult(
+        status=JobStatus.FAILED,
+        exit_code=None,
+        stdout_tail="",
+        stderr_tail="",
+        error=JobError(type=kind, message=message),
+    )
+
+
+def _result(
+    run: ExecResult, cut_by_deadline: bool, stdout: str, stderr: str, outputs: list[Output]
+) -> JobResult:
+    error: JobError | None = None
+    if run.cancelled:
+        status, error = (
+            JobStatus.CANCELLED,
+            JobError(type="cancelled", message="Cancelled while running; killed."),
+        )
+    elif run.timed_out:
+        why = "the worker's time limit" if cut_by_deadline else "its timeout_s"
+        status = JobStatus.TIMED_OUT
+        error = JobError(type="timeout", message=f"Killed after {run.duration_s:.1f} s: it ran past {why}.")
+    elif run.signal is not None:
+        status = JobStatus.FAILED
+        error = JobError(
+            type="signal", message=f"The command was killed by {run.signal_name} (exit {run.exit_code})."
+        )
+    elif run.exit_code != 0:
+        status = JobStatus.FAILED
+        error = JobError(type="exit", message=f"The command exited with code {run.exit_code}.")
+    else:
+        status = JobStatus.SUCCEEDED
+    return JobResult(
+        status=status,
+        exit_code=run.exit_code,
+        stdout_tail=stdout,
+        stderr_tail=stderr,
+        error=error,
+        outputs=outputs,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,56 @@
+"""Builds services from settings, once per cold start; AWS clients are created on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from jobgate.adapters import aws
+from jobgate.adapters.blobs import BlobStore
+from jobgate.adapters.dynamo import JobStore
+from jobgate.adapters.queue import JobQueue
+from jobgate.services.jobs import JobLimits, JobService
+from jobgate.services.registry import Registry
+from jobgate.settings import Settings
+
+if TYPE_CHECKING:
+    from jobgate.services.worker import WorkerService
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    registry: Registry
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(aws.dynamodb(), self.settings.table_name, timedelta(days=self.settings.job_ttl_days))
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        return JobQueue(aws.sqs(), self.settings.queue_url)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(aws.s3(), self.settings.bucket_name)
+
+    @cached_property
+    def jobs(self) -> JobService:
+        limits = JobLimits(
+            default_timeout_s=min(self.settings.default_job_timeout_s, self.settings.max_job_timeout_s),
+            max_timeout_s=self.settings.max_job_timeout_s,
+            sync_poll_s=self.settings.sync_poll_s,
+        )
+        return JobService(self.store, self.queue, self.blobs, self.registry, limits)
+
+
+def build_worker(settings: Settings, registry: Registry) -> WorkerService:
+    from jobgate.services.worker import WorkerConfig, WorkerService
+
+    store = JobStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
+    config = WorkerConfig(
+        lease_s=settings.lease_s, cancel_poll_s=settings.cancel_poll_s, max_attempts=settings.max_attempts
+    )
+    return WorkerService(store, BlobStore(aws.s3(), settings.bucket_name), registry, config)

@@ -1,0 +1,48 @@
+"""Fixtures for every suite: AWS in-process (moto), small data files made by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jobgate.adapters import aws as aws_clients
+from moto import mock_aws
+
+from tests.support.aws import Resources, create_resources
+
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An in-process moto for one test; our cached clients are rebuilt inside it."""
+    for key, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    aws_clients.reset_clients()
+    with mock_aws():
+        yield
+    aws_clients.reset_clients()
+
+
+@pytest.fixture
+def resources(aws: None) -> Resources:
+    return create_resources()
+
+
+@pytest.fixture
+def npy_file(tmp_path: Path) -> Path:
+    """A small 2-D field, as a user would upload for a heatmap."""
+    path = tmp_path / "field.npy"
+    y, x = np.mgrid[0:24, 0:48]
+    np.save(path, np.sin(x / 6.0) * np.cos(y / 5.0))
+    return path
