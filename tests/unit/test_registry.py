@@ -59,7 +59,9 @@ def test_unknown_stage_and_command_name_the_field(registry: Registry) -> None:
 
 
 def test_each_bad_argument_is_named(registry: Registry) -> None:
-    errs = errors_of(registry, {"levels": "many", "alpha": "x", "cmap": "jet", "bogus": 1, "no_coastline": "yes"})
+    errs = errors_of(
+        registry, {"levels": "many", "alpha": "x", "cmap": "jet", "bogus": 1, "no_coastline": "yes"}
+    )
     assert set(errs) == {"levels", "alpha", "cmap", "bogus", "no_coastline", "input", "output", "dest"}
     assert errs["input"] == "required"
     assert "one of" in errs["cmap"]

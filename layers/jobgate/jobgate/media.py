@@ -41,6 +41,16 @@ _BY_SUFFIX = {
 }
 
 
+def sniff_media_type(head: bytes) -> str | None:
+    """The media type that a file's first bytes prove, or None when they prove nothing."""
+    for offset, magic, media_type in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if media_type == "audio/wav" and head[8:12] != b"WAVE":
+                continue
+            return media_type
+    return None
+
+
 def guess_media_type(path: Path) -> str:
     """The file's media type: its magic number first, then its suffix, then octet-stream."""
     try:
@@ -48,11 +58,9 @@ def guess_media_type(path: Path) -> str:
             head = fh.read(16)
     except OSError:
         head = b""
-    for offset, magic, media_type in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            if media_type == "audio/wav" and head[8:12] != b"WAVE":
-                continue
-            return media_type
+    sniffed = sniff_media_type(head)
+    if sniffed:
+        return sniffed
     by_suffix = _BY_SUFFIX.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
     return by_suffix or "application/octet-stream"
 
@@ -60,3 +68,24 @@ def guess_media_type(path: Path) -> str:
 def media_type_for_name(name: str) -> str:
     suffix = Path(name).suffix.lower()
     return _BY_SUFFIX.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+_SAME_KIND = [
+    {
+        "application/x-netcdf",
+        "application/netcdf",
+        "application/x-netcdf4",
+        "application/x-hdf5",
+        "application/x-hdf",
+    },
+    {"application/zip", "application/x-zip-compressed"},
+    {"application/gzip", "application/x-gzip"},
+    {"audio/wav", "audio/x-wav", "audio/wave"},
+    {"video/mp4", "video/quicktime", "audio/mp4"},
+    {"application/x-grib2", "application/x-grib", "application/grib"},
+]
+
+
+def same_kind(declared: str, sniffed: str) -> bool:
+    """Whether content sniffed as one type may honestly be declared as the other."""
+    return declared == sniffed or any(declared in group and sniffed in group for group in _SAME_KIND)

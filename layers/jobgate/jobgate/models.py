@@ -130,9 +130,16 @@ class Asset(BaseModel):
     size: int
     status: AssetStatus = AssetStatus.PENDING
     key: str
-    sha256: str | None = None
+    etag: str | None = None
     reason: str | None = None
+    upload_id: str | None = None  # set while a multipart upload is open
     created_at: datetime
+    available_at: datetime | None = None
+
+
+class AssetPage(BaseModel):
+    items: list[Asset]
+    next_cursor: str | None = None
 
 
 def tail(text: bytes, limit: int = LOG_TAIL_BYTES) -> str:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     warm_command_sets: bool = True
     websocket_url: str | None = None
 
+    upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    upload_expiry_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    multipart_part_bytes: int = Field(default=100 * 1024**2, ge=5 * 1024**2)
+    download_expiry_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+
     @property
     def max_job_timeout_s(self) -> int:
         """Longest job a worker can see through: its own timeout less time to upload and report."""

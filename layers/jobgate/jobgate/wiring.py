@@ -11,6 +11,7 @@ from jobgate.adapters import aws
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
+from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.jobs import JobLimits, JobService
 from jobgate.services.registry import Registry
 from jobgate.settings import Settings
@@ -43,7 +44,25 @@ class ApiServices:
             max_timeout_s=self.settings.max_job_timeout_s,
             sync_poll_s=self.settings.sync_poll_s,
         )
-        return JobService(self.store, self.queue, self.blobs, self.registry, limits)
+        return JobService(
+            self.store,
+            self.queue,
+            self.blobs,
+            self.registry,
+            limits,
+            download_expiry_s=self.settings.download_expiry_s,
+            settle=self.assets.settle,
+        )
+
+    @cached_property
+    def assets(self) -> AssetService:
+        limits = UploadLimits(
+            max_bytes=self.settings.upload_max_bytes,
+            expiry_s=self.settings.upload_expiry_s,
+            part_bytes=self.settings.multipart_part_bytes,
+            download_expiry_s=self.settings.download_expiry_s,
+        )
+        return AssetService(self.store, self.blobs, limits)
 
 
 def build_worker(settings: Settings, registry: Registry) -> WorkerService:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
-from jobgate.errors import BlobError, NotFound
+from jobgate.errors import BlobError, NotFound, ValidationFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedMultipartUploadTypeDef
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ObjectInfo(BaseModel):
+    size: int
+    content_type: str | None
+    etag: str | None
+    head: bytes
 
 
 class BlobStore:
@@ -64,6 +73,75 @@ class BlobStore:
             raise BlobError(f"Could not read {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise BlobError(f"Could not read {key}: {exc}") from exc
+
+    def info(self, key: str, head_bytes: int = 64) -> ObjectInfo | None:
+        """Size, stored content type, ETag and the first bytes of an object; None when it is absent."""
+        try:
+            got = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            if _code(exc) == "InvalidRange":  # an empty object
+                return ObjectInfo(size=0, content_type=None, etag=None, head=b"")
+            raise BlobError(f"Could not read {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BlobError(f"Could not read {key}: {exc}") from exc
+        total = got.get("ContentRange", "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else int(got.get("ContentLength", 0))
+        return ObjectInfo(
+            size=size,
+            content_type=got.get("ContentType"),
+            etag=got.get("ETag", "").strip('"') or None,
+            head=got["Body"].read(),
+        )
+
+    def presign_post(self, key: str, *, media_type: str, size: int, expires_s: int) -> dict[str, Any]:
+        """A presigned POST whose policy pins the key, the content type and the exact size."""
+        # boto3 adds the bucket and the exact key to the policy itself.
+        conditions: list[Any] = [{"Content-Type": media_type}, ["content-length-range", size, size]]
+        try:
+            return self._s3.generate_presigned_post(
+                self.bucket,
+                key,
+                Fields={"Content-Type": media_type},
+                Conditions=conditions,
+                ExpiresIn=expires_s,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobError(f"Could not sign an upload to {key}: {exc}") from exc
+
+    def start_multipart(self, key: str, *, media_type: str) -> str:
+        try:
+            return self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=media_type)[
+                "UploadId"
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobError(f"Could not start a multipart upload to {key}: {exc}") from exc
+
+    def presign_part(self, key: str, *, upload_id: str, part_number: int, expires_s: int) -> str:
+        params = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number}
+        try:
+            return self._s3.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires_s)
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobError(f"Could not sign part {part_number} of {key}: {exc}") from exc
+
+    def complete_multipart(self, key: str, *, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        body: CompletedMultipartUploadTypeDef = {
+            "Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]
+        }
+        try:
+            self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload=body
+            )
+        except ClientError as exc:
+            if _code(exc) in ("InvalidPart", "InvalidPartOrder", "NoSuchUpload", "EntityTooSmall"):
+                raise ValidationFailed(
+                    f"The parts do not complete the upload: {_code(exc)}.",
+                    [{"loc": ["body", "parts"], "msg": _code(exc)}],
+                ) from exc
+            raise BlobError(f"Could not complete the upload of {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BlobError(f"Could not complete the upload of {key}: {exc}") from exc
 
     def presign_get(self, key: str, *, expires_s: int, filename: str | None = None) -> str:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}

@@ -14,7 +14,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobgate.errors import InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
-from jobgate.models import TERMINAL_STATUSES, Asset, Job, JobError, JobPage, JobResult, JobStatus
+from jobgate.models import TERMINAL_STATUSES, Asset, AssetPage, Job, JobError, JobPage, JobResult, JobStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -371,6 +371,78 @@ class JobStore:
         if asset.tenant != tenant:
             raise NotFound(f"No asset '{asset_id}'.")
         return asset
+
+    def settle_asset(self, asset: Asset) -> Asset:
+        """PENDING -> AVAILABLE or FAILED, once; a second settlement answers the first one's result."""
+        doc = _marshal(
+            {
+                "status": asset.status.value,
+                "size": asset.size,
+                "media_type": asset.media_type,
+                "etag": asset.etag,
+                "reason": asset.reason,
+                "available_at": asset.available_at.isoformat() if asset.available_at else None,
+            }
+        )
+        names = {f"#{k}": k for k in doc}
+        values = {f":{k}": v for k, v in doc.items()}
+        values[":pending"] = {"S": "PENDING"}
+        update = "SET " + ", ".join(f"#{k} = :{k}" for k in doc) + " REMOVE upload_id"
+        try:
+            got = self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"ASSET#{asset.asset_id}"}, "sk": {"S": ASSET_SK}},
+                UpdateExpression=update,
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return self.get_asset(asset.asset_id, tenant=asset.tenant)
+            raise StoreError(f"DynamoDB update failed: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return Asset.model_validate(_unmarshal(got["Attributes"]))
+
+    def list_assets(
+        self, tenant: str, *, status: str | None, media_type: str | None, limit: int, cursor: str | None
+    ) -> AssetPage:
+        pk_value = f"TENANT#{tenant}#ASSETS"
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk_value}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        filters, names = [], {}
+        if status:
+            filters.append("#status = :status")
+            names["#status"] = "status"
+            query["ExpressionAttributeValues"][":status"] = {"S": status}
+        if media_type:
+            filters.append("media_type = :mt")
+            query["ExpressionAttributeValues"][":mt"] = {"S": media_type}
+        if filters:
+            query["FilterExpression"] = " AND ".join(filters)
+            if names:
+                query["ExpressionAttributeNames"] = names
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor, "gsi1pk", pk_value)
+        items: list[Asset] = []
+        # A filter can empty a page; keep reading until the page is full or the list ends.
+        while True:
+            got = _guard(lambda: self._db.query(**query))
+            items.extend(Asset.model_validate(_unmarshal(i)) for i in got.get("Items", []))
+            last = got.get("LastEvaluatedKey")
+            if not last or len(items) >= limit:
+                break
+            query["ExclusiveStartKey"] = last
+            query["Limit"] = limit - len(items)
+        return AssetPage(items=items, next_cursor=_encode_cursor(last) if last else None)
 
     def ping(self) -> None:
         _guard(lambda: self._db.describe_table(TableName=self._table))

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from jobgate import __version__
 from jobgate.api import problems
-from jobgate.api.routers import commands, health, jobs
+from jobgate.api.routers import assets, commands, health, jobs, uploads
 from jobgate.wiring import ApiServices
 
 
@@ -21,6 +21,6 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
-    for router in (health.router, commands.router, jobs.router):
+    for router in (health.router, commands.router, jobs.router, uploads.router, assets.router):
         app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from jobgate.errors import Unauthorized
+from jobgate.services.assets import AssetService
 from jobgate.services.jobs import JobService
 from jobgate.services.registry import Registry
 from jobgate.wiring import ApiServices
@@ -32,6 +33,10 @@ def get_job_service(services: ServicesDep) -> JobService:
     return services.jobs
 
 
+def get_asset_service(services: ServicesDep) -> AssetService:
+    return services.assets
+
+
 def authenticate(services: ServicesDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> str:
     """The caller's tenant, from its X-API-Key; 401 problem when missing or wrong."""
     expected = services.settings.api_key
@@ -44,4 +49,5 @@ def authenticate(services: ServicesDep, api_key: Annotated[str | None, Depends(_
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 JobsDep = Annotated[JobService, Depends(get_job_service)]
+AssetsDep = Annotated[AssetService, Depends(get_asset_service)]
 TenantDep = Annotated[str, Depends(authenticate)]

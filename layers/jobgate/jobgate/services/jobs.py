@@ -15,15 +15,15 @@ from jobgate.adapters.queue import JobQueue
 from jobgate.errors import (
     AssetNotReady,
     Conflict,
+    Gone,
     NotFound,
     QueueError,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from jobgate.models import AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
+from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
 from jobgate.services.registry import Invocation, Registry
 
-PRESIGN_S = 900
 INLINE_LOG_LIMIT = 1024 * 1024
 
 
@@ -64,7 +64,11 @@ class JobService:
         *,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        download_expiry_s: int = 900,
+        settle: Callable[[Asset], Asset] | None = None,
     ) -> None:
+        self._settle = settle
+        self._presign_s = download_expiry_s
         self._store = store
         self._queue = queue
         self._blobs = blobs
@@ -113,6 +117,8 @@ class JobService:
                 asset = self._store.get_asset(asset_id, tenant=tenant)
             except NotFound as exc:
                 raise NotFound(f"Argument '{name}' names asset '{asset_id}', which does not exist.") from exc
+            if asset.status == AssetStatus.PENDING and self._settle is not None:
+                asset = self._settle(asset)  # its S3 event may not have arrived yet
             if asset.status != AssetStatus.AVAILABLE:
                 raise AssetNotReady(
                     f"Argument '{name}' names asset '{asset_id}', which is {asset.status.value}, "
@@ -166,7 +172,7 @@ class JobService:
             return LogContent(text=tail)
         if size > INLINE_LOG_LIMIT:
             return LogContent(
-                url=self._blobs.presign_get(key, expires_s=PRESIGN_S, filename=f"{job_id}-{stream}.log")
+                url=self._blobs.presign_get(key, expires_s=self._presign_s, filename=f"{job_id}-{stream}.log")
             )
         return LogContent(text=self._blobs.get_bytes(key).decode("utf-8", errors="replace"))
 
@@ -177,10 +183,10 @@ class JobService:
                 **o.model_dump(),
                 url=self._blobs.presign_get(
                     output_key(tenant, job_id, o.name),
-                    expires_s=PRESIGN_S,
+                    expires_s=self._presign_s,
                     filename=o.name.rsplit("/", 1)[-1],
                 ),
-                expires_in=PRESIGN_S,
+                expires_in=self._presign_s,
             )
             for o in job.outputs
         ]
@@ -188,15 +194,20 @@ class JobService:
     def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
         links = self.outputs(tenant, job_id)
         if name is None:
-            if len(links) == 1:
-                return links[0].url
             if not links:
                 raise NotFound(f"Job '{job_id}' has no outputs.")
-            raise Conflict(
-                f"Job '{job_id}' has {len(links)} outputs; name one with ?name=.",
-                extra={"outputs": [link.name for link in links]},
+            if len(links) > 1:
+                raise Conflict(
+                    f"Job '{job_id}' has {len(links)} outputs; name one with ?name=.",
+                    extra={"outputs": [link.name for link in links]},
+                )
+        else:
+            chosen = [link for link in links if link.name == name]
+            if not chosen:
+                raise NotFound(f"Job '{job_id}' has no output '{name}'.")
+            links = chosen
+        if self._blobs.size(output_key(tenant, job_id, links[0].name)) is None:
+            raise Gone(
+                f"Output '{links[0].name}' of job '{job_id}' has expired; the retention policy removed it."
             )
-        for link in links:
-            if link.name == name:
-                return link.url
-        raise NotFound(f"Job '{job_id}' has no output '{name}'.")
+        return links[0].url

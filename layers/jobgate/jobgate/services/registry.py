@@ -159,13 +159,22 @@ def _err(name: str, msg: str) -> dict[str, Any]:
     return {"loc": ["body", "args", name], "msg": msg}
 
 
+def _lookup(contract: CommandContract, name: str) -> ParamSpec | None:
+    """The param named by its dest, or by one of its flag spellings (`no-coastline`, `--framerate`)."""
+    spec = contract.param(name)
+    if spec is not None:
+        return spec
+    spellings = {name, "--" + name.lstrip("-").replace("_", "-")}
+    return next((p for p in contract.params if spellings.intersection(p.flags)), None)
+
+
 def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation:
     errors: list[dict[str, Any]] = []
     normalized: dict[str, Any] = {}
     inputs: dict[str, str] = {}
     refused: set[str] = set()
     for name, raw in args.items():
-        spec = contract.param(name)
+        spec = _lookup(contract, name)
         if spec is None:
             errors.append(_err(name, f"unknown argument for {contract.stage} {contract.command}"))
             continue
@@ -204,9 +213,13 @@ def _coerce(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
             return None, [f"at most {MAX_LIST_ITEMS} values"]
         if isinstance(spec.nargs, int) and len(items) != spec.nargs:
             return None, [f"needs exactly {spec.nargs} values"]
-        values, problems = [], []
+        values: list[Any] = []
+        problems: list[str] = []
         for i, item in enumerate(items):
             v, p = _coerce_scalar(spec, item)
+            if not p and _spread(spec) and _reads_as_flag(_fmt(v)):
+                # These values follow the flag as separate words, where argparse takes '-x' for a flag.
+                p = ["must not start with '-' unless it is a number"]
             problems.extend(f"[{i}] {m}" for m in p)
             values.append(v)
         return values, problems
@@ -236,6 +249,9 @@ def _coerce_scalar(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
             return None, [f"longer than {MAX_ARG_CHARS} characters"]
         if "\x00" in value:
             return None, ["contains a NUL character"]
+        if value == "--":
+            # argparse drops a '--' even from '--flag=--'; it can never arrive as a value.
+            return None, ["cannot be '--'"]
     if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
         return None, [f"must be one of {spec.choices}"]
     return value, _check_role(spec, value)
@@ -306,7 +322,7 @@ def build_argv(invocation_args: Mapping[str, Any], contract: CommandContract, pa
         ]
         if spec.kind == "positional":
             positionals.extend(strings)
-        elif spec.multiple and (spec.nargs in ("+", "*") or isinstance(spec.nargs, int)):
+        elif _spread(spec):
             argv.append(spec.spelling)
             argv.extend(strings)
         else:
@@ -315,6 +331,20 @@ def build_argv(invocation_args: Mapping[str, Any], contract: CommandContract, pa
         argv.append("--")
         argv.extend(positionals)
     return argv
+
+
+def _spread(spec: ParamSpec) -> bool:
+    """Whether build_argv passes this option's values as separate words after its flag."""
+    spread_nargs = spec.nargs in ("+", "*") or isinstance(spec.nargs, int)
+    return spec.kind == "option" and spec.multiple and spread_nargs
+
+
+# argparse's own test for a word that starts with '-' but is a negative number, not a flag.
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def _reads_as_flag(word: str) -> bool:
+    return word.startswith("-") and not _NEGATIVE_NUMBER.match(word)
 
 
 def _fmt(v: Any) -> str:

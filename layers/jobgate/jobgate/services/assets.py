@@ -1,0 +1,223 @@
+"""Assets: presigned uploads straight to S3, and the check that settles each one."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from ulid import ULID
+
+from jobgate.adapters.blobs import BlobStore, ObjectInfo
+from jobgate.adapters.dynamo import JobStore
+from jobgate.errors import Conflict, Gone
+from jobgate.media import same_kind, sniff_media_type
+from jobgate.models import Asset, AssetPage, AssetStatus, utcnow
+
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+MAX_PARTS = 10_000
+
+
+def upload_key(tenant: str, asset_id: str, filename: str) -> str:
+    return f"uploads/{tenant}/{asset_id}/{filename}"
+
+
+class UploadRequest(BaseModel):
+    filename: str = Field(min_length=1, max_length=255)
+    media_type: str = Field(min_length=3, max_length=255)
+    size: int = Field(ge=1)
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must be a plain file name: no folders, no control characters")
+        return v
+
+    @field_validator("media_type")
+    @classmethod
+    def _media_type(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _MEDIA_TYPE.match(v):
+            raise ValueError("must be a media type such as application/x-npy")
+        return v
+
+
+class PresignedPost(BaseModel):
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+
+
+class PresignedPart(BaseModel):
+    part_number: int
+    url: str
+    size: int
+
+
+class MultipartPlan(BaseModel):
+    method: Literal["MULTIPART"] = "MULTIPART"
+    part_size: int
+    parts: list[PresignedPart]
+    complete_url: str
+
+
+class UploadTicket(BaseModel):
+    asset_id: str
+    upload: PresignedPost | MultipartPlan
+    expires_at: datetime
+    asset: Asset
+
+
+class CompletedPart(BaseModel):
+    part_number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=256)
+
+
+class UploadLimits(BaseModel):
+    max_bytes: int
+    expiry_s: int
+    part_bytes: int
+    download_expiry_s: int
+
+
+class AssetService:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        limits: UploadLimits,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._limits = limits
+        self._clock = clock
+
+    def start_upload(self, tenant: str, request: UploadRequest) -> UploadTicket:
+        asset_id = str(ULID())
+        key = upload_key(tenant, asset_id, request.filename)
+        now = self._clock()
+        expires = self._limits.expiry_s
+        upload: PresignedPost | MultipartPlan
+        upload_id: str | None = None
+        if request.size <= self._limits.max_bytes:
+            post = self._blobs.presign_post(
+                key, media_type=request.media_type, size=request.size, expires_s=expires
+            )
+            upload = PresignedPost(url=post["url"], fields=post["fields"])
+        else:
+            upload_id = self._blobs.start_multipart(key, media_type=request.media_type)
+            upload = self._multipart_plan(key, asset_id, upload_id, request.size)
+        asset = Asset(
+            asset_id=asset_id,
+            tenant=tenant,
+            filename=request.filename,
+            media_type=request.media_type,
+            size=request.size,
+            key=key,
+            upload_id=upload_id,
+            created_at=now,
+        )
+        self._store.put_asset(asset)
+        return UploadTicket(
+            asset_id=asset_id, upload=upload, expires_at=now + timedelta(seconds=expires), asset=asset
+        )
+
+    def _multipart_plan(self, key: str, asset_id: str, upload_id: str, size: int) -> MultipartPlan:
+        part_size = max(self._limits.part_bytes, math.ceil(size / MAX_PARTS))
+        count = math.ceil(size / part_size)
+        parts = [
+            PresignedPart(
+                part_number=n,
+                url=self._blobs.presign_part(
+                    key, upload_id=upload_id, part_number=n, expires_s=self._limits.expiry_s
+                ),
+                size=min(part_size, size - (n - 1) * part_size),
+            )
+            for n in range(1, count + 1)
+        ]
+        return MultipartPlan(
+            part_size=part_size, parts=parts, complete_url=f"/v1/uploads/{asset_id}/complete"
+        )
+
+    def complete_multipart(self, tenant: str, asset_id: str, parts: list[CompletedPart]) -> Asset:
+        asset = self._store.get_asset(asset_id, tenant=tenant)
+        if asset.upload_id is None:
+            raise Conflict(f"Asset '{asset_id}' has no open multipart upload.")
+        ordered = sorted((p.part_number, p.etag) for p in parts)
+        self._blobs.complete_multipart(asset.key, upload_id=asset.upload_id, parts=ordered)
+        return self.settle(asset)
+
+    def get(self, tenant: str, asset_id: str) -> Asset:
+        """The asset; a PENDING one is checked against S3 once, so no client waits on a lost event."""
+        asset = self._store.get_asset(asset_id, tenant=tenant)
+        if asset.status == AssetStatus.PENDING and asset.upload_id is None:
+            return self.settle(asset)
+        return asset
+
+    def list_assets(
+        self,
+        tenant: str,
+        *,
+        status: AssetStatus | None,
+        media_type: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> AssetPage:
+        return self._store.list_assets(
+            tenant, status=status.value if status else None, media_type=media_type, limit=limit, cursor=cursor
+        )
+
+    def settle(self, asset: Asset) -> Asset:
+        """Compare the object in S3 with what was declared; record AVAILABLE or FAILED with the reason."""
+        info = self._blobs.info(asset.key)
+        if info is None:
+            return asset  # not uploaded yet
+        reason = _mismatch(asset, info)
+        settled = asset.model_copy(
+            update={
+                "status": AssetStatus.FAILED if reason else AssetStatus.AVAILABLE,
+                "reason": reason,
+                "etag": info.etag,
+                "available_at": None if reason else self._clock(),
+            }
+        )
+        return self._store.settle_asset(settled)
+
+    def settle_key(self, key: str) -> Asset | None:
+        """Settle the asset an S3 ObjectCreated event names; keys outside uploads/ are ignored."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "uploads":
+            return None
+        _, tenant, asset_id, _ = parts
+        asset = self._store.get_asset(asset_id, tenant=tenant)
+        if asset.key != key or asset.status != AssetStatus.PENDING:
+            return asset
+        return self.settle(asset)
+
+    def download_url(self, tenant: str, asset_id: str) -> str:
+        asset = self._store.get_asset(asset_id, tenant=tenant)
+        if asset.status != AssetStatus.AVAILABLE:
+            raise Conflict(f"Asset '{asset_id}' is {asset.status.value}, not AVAILABLE.")
+        if self._blobs.size(asset.key) is None:
+            raise Gone(f"Asset '{asset_id}' has expired; its file was removed by the retention policy.")
+        return self._blobs.presign_get(
+            asset.key, expires_s=self._limits.download_expiry_s, filename=asset.filename
+        )
+
+
+def _mismatch(asset: Asset, info: ObjectInfo) -> str | None:
+    if info.size != asset.size:
+        return f"declared {asset.size} bytes, uploaded {info.size}"
+    stored = (info.content_type or "").split(";")[0].strip().lower()
+    if stored and stored != asset.media_type:
+        return f"declared {asset.media_type}, uploaded as {stored}"
+    sniffed = sniff_media_type(info.head)
+    if sniffed and not same_kind(asset.media_type, sniffed):
+        return f"declared {asset.media_type}, but the content is {sniffed}"
+    return None
