@@ -14,7 +14,8 @@ from jobgate.settings import load_settings
 from jobgate.wiring import build_worker
 
 _worker = build_worker(load_settings(), Registry([]))
-_processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is still answered as partial failures, not raised.
+_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> None:

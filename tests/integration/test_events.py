@@ -9,10 +9,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.models import Asset, AssetStatus, Job, utcnow
+
 from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler
 

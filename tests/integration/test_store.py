@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from ulid import ULID
-
 from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import InvalidTransition, NotFound, RunIdConflict
 from jobgate.models import Job, JobError, JobResult, JobStatus, utcnow
+from ulid import ULID
+
 from tests.support.aws import Resources
 
 

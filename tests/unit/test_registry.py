@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobgate.errors import ValidationFailed
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv, check_relative_path
 

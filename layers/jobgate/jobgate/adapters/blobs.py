@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
@@ -13,6 +14,10 @@ from jobgate.errors import BlobError, NotFound, ValidationFailed
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedMultipartUploadTypeDef
+
+
+# The worker forks right after staging: no transfer threads may be alive (or half-held) then.
+_NO_THREADS = TransferConfig(use_threads=False)
 
 
 def _code(exc: ClientError) -> str:
@@ -33,13 +38,15 @@ class BlobStore:
 
     def upload_file(self, path: Path, key: str, media_type: str) -> None:
         try:
-            self._s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": media_type})
+            self._s3.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": media_type}, Config=_NO_THREADS
+            )
         except (ClientError, BotoCoreError) as exc:
             raise BlobError(f"Could not store {key}: {exc}") from exc
 
     def download_file(self, key: str, path: Path) -> None:
         try:
-            self._s3.download_file(self.bucket, key, str(path))
+            self._s3.download_file(self.bucket, key, str(path), Config=_NO_THREADS)
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey"):
                 raise NotFound(f"No object {key}.") from exc

@@ -194,7 +194,9 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
         if spec.required and spec.dest not in normalized and spec.dest not in refused:
             errors.append(_err(spec.dest, "required"))
     if errors:
-        raise ValidationFailed(f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors)
+        raise ValidationFailed(
+            f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors
+        )
     return Invocation(contract=contract, args=normalized, inputs=inputs)
 
 
@@ -301,7 +303,9 @@ def _asset_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
     return {spec.dest: str(value)[len(ASSET_SCHEME) :]}
 
 
-def build_argv(invocation_args: Mapping[str, Any], contract: CommandContract, paths: Mapping[str, str]) -> list[str]:
+def build_argv(
+    invocation_args: Mapping[str, Any], contract: CommandContract, paths: Mapping[str, str]
+) -> list[str]:
     """The argv for a checked request; input refs are replaced by the staged local paths.
 
     Values go in `--flag=value` form so that a value starting with '-' can never be read as a flag.
@@ -351,4 +355,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return repr(v)
     return str(v)
-
