@@ -168,8 +168,6 @@ def test_other_offline_commands_mark_their_files(registry: Registry) -> None:
     assert role("process", "pad-missing", "output_dir") == ("output_dir", [])
     assert role("export", "local", "input") == ("input", [])
     assert role("export", "local", "path") == ("output", [])
-    assert role("run", "run", "config")[0] == "input"
-    assert "application/yaml" in role("run", "run", "config")[1]
 
 
 def test_arguments_that_reach_any_file_are_not_offered(registry: Registry) -> None:
@@ -279,17 +277,18 @@ def test_positionals_after_the_separator_parse_back_in_zyra(registry: Registry) 
     assert (ns.file_or_url, ns.pattern, ns.stdout) == ("in/gfs.grib2", "-TMP:2 m", True)
 
 
-def test_standalone_stage_argv_parses_back_in_zyra(registry: Registry) -> None:
-    inv = registry.check(
-        "run", "run", {"config": f"asset://{ASSET}", "dry_run": True, "set": ["a=1", "b=--x"]}
-    )
-    argv = build_argv(inv.args, inv.contract, {"config": "in/pipe.yaml"})
-    assert argv[:2] == ["run", "run"] and zyra_argv(argv) == ["run", *argv[2:]]
-    ns = zyra_parse(argv)
-    assert (ns.cmd, ns.config, ns.dry_run, ns.overrides) == ("run", "in/pipe.yaml", True, ["a=1", "b=--x"])
+def test_pipelines_are_not_offered_as_one_unchecked_command(registry: Registry) -> None:
+    # `zyra run` would run stages and paths that no contract checks.
+    assert "run" not in registry.stages()
+    with pytest.raises(ValidationFailed):
+        registry.check("run", "run", {"config": f"asset://{ASSET}"})
 
+
+def test_standalone_stage_argv_parses_back_in_zyra(registry: Registry) -> None:
     inv = registry.check("search", "search", {"q": "tsunami", "limit": 2, "offline": True})
-    ns = zyra_parse(build_argv(inv.args, inv.contract, {}))
+    argv = build_argv(inv.args, inv.contract, {})
+    assert argv[:2] == ["search", "search"] and zyra_argv(argv) == ["search", *argv[2:]]
+    ns = zyra_parse(argv)
     assert (ns.cmd, ns.search_cmd, ns.q, ns.limit, ns.offline) == ("search", None, "tsunami", 2, True)
 
     inv = registry.check("search", "api", {"url": ["https://a", "https://b"], "api_query": "sst"})

@@ -34,6 +34,9 @@ EXCLUDED_STAGES: dict[str, str] = {
     "generate-manifest": "a developer tool that writes into zyra's own installed package",
     "swarm": "an LLM agent orchestrator, registered only when named first",
     "plan": "an LLM workflow planner, registered only when named first",
+    # A pipeline file names its own stages and paths, none of which the registry checks; pipelines
+    # come back as jobgate pipelines, each step checked like a job of its own.
+    "run": "runs unchecked stages and paths from a pipeline file",
 }
 
 # Stages whose parser takes its arguments itself: their one command is named like the stage, and
@@ -89,12 +92,6 @@ _FETCH = {
 }
 
 OVERRIDES: Overrides = {
-    ("run", "run"): {
-        "config": _input("yaml", "json"),
-        "state_file": PATH,
-        "log_file": OUTPUT,
-        "log_dir": OUTPUT_DIR,
-    },
     ("acquire", "http"): _FETCH,
     ("acquire", "s3"): {k: v for k, v in _FETCH.items() if k != "credential_file"},
     ("acquire", "ftp"): {**_FETCH, "sync_dir": OUTPUT_DIR, "frames_meta": PATH},
@@ -234,12 +231,10 @@ def build_root_parser() -> argparse.ArgumentParser:
     import zyra.simulate as simulate
     import zyra.transform as transform
     import zyra.verify as verify
-    from zyra.pipeline_runner import register_cli_run
     from zyra.visualization import cli_register as visualization
 
     root = argparse.ArgumentParser(prog="zyra")
     stages = root.add_subparsers(dest="cmd", required=True)
-    register_cli_run(stages)
     grouped = {
         "acquire": (ingest.register_cli,),
         "process": (processing.register_cli, transform.register_cli),
