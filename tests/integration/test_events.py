@@ -86,6 +86,9 @@ def test_every_sample_event_is_tested() -> None:
         "api-cancel-job.json",
         "worker-sqs-job.json",
         "deadletter-sqs-job.json",
+        "ws-connect.json",
+        "ws-subscribe.json",
+        "ws-disconnect.json",
     }
 
 
@@ -114,3 +117,21 @@ def test_sample_events_through_their_handlers(seeded: JobStore) -> None:
     assert seeded.get(JOB_ID).status == "succeeded"
     status, problem = call("api-cancel-job.json")
     assert status == 409 and problem["type"] == "urn:jobgate:problem:invalid-transition"  # type: ignore[index]
+
+
+def test_websocket_sample_events_through_their_handler(
+    seeded: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = load_handler("ws")
+    sent: list[tuple[str, dict[str, object]]] = []
+    services = ws._subscriptions
+    monkeypatch.setattr(services._publisher, "send", lambda cid, msg: sent.append((cid, msg)) or True)
+    ctx = FakeContext(function_name="ws")
+    assert ws.handler(event("ws-connect.json"), ctx) == {"statusCode": 200}
+    assert ws.handler(event("ws-subscribe.json"), ctx) == {"statusCode": 200}
+    assert sent[0][0] == "Q1Jw_cqHIAMCJ4w=" and sent[0][1]["type"] == "snapshot"
+    assert sent[0][1]["job"]["job_id"] == JOB_ID  # type: ignore[index]
+    assert ws.handler(event("ws-disconnect.json"), ctx) == {"statusCode": 200}
+    refused = event("ws-connect.json")
+    refused["queryStringParameters"] = {"api_key": "wrong"}
+    assert ws.handler(refused, ctx)["statusCode"] == 401

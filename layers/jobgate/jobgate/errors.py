@@ -17,6 +17,11 @@ class JobgateError(Exception):
         self.detail = detail
         self.extra = extra or {}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the problem body (Retry-After, ...)."""
+        return {}
+
 
 class NotFound(JobgateError):
     status, title, type_slug = 404, "Not found", "not-found"
@@ -82,3 +87,29 @@ class CommandSetUnavailable(JobgateError):
     """The command set is not installed where this code runs (the API carries only manifests)."""
 
     status, title, type_slug = 503, "Command set unavailable", "command-set-unavailable"
+
+
+class PayloadTooLarge(JobgateError):
+    status, title, type_slug = 413, "Request body too large", "payload-too-large"
+
+
+class TooManyRequests(JobgateError):
+    """A limit was reached; the same request may succeed after `retry_after_s` seconds."""
+
+    status, title, type_slug = 429, "Too many requests", "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int, extra: dict[str, Any] | None = None) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(detail, extra={"retry_after": self.retry_after_s, **(extra or {})})
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ConcurrencyLimited(TooManyRequests):
+    title, type_slug = "Too many active jobs", "concurrency-limit"
+
+
+class UploadQuotaExceeded(TooManyRequests):
+    title, type_slug = "Daily upload quota reached", "upload-quota"

@@ -97,6 +97,7 @@ class Job(BaseModel):
     request_hash: str
     cancel_requested: bool = False
     lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
+    event_seq: int = 0  # the last event's number (WebSocket stream)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -145,3 +146,28 @@ class AssetPage(BaseModel):
 def tail(text: bytes, limit: int = LOG_TAIL_BYTES) -> str:
     """The last `limit` bytes of a log, decoded without splitting a character badly."""
     return text[-limit:].decode("utf-8", errors="replace")
+
+
+class JobEvent(BaseModel):
+    """One event of a job's stream, as subscribers receive it; `seq` orders a job's events."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["log", "progress", "status"]
+    job_id: str
+    seq: int = 0
+    stream: Literal["stdout", "stderr"] | None = None
+    text: str | None = None
+    progress: float | None = None
+    status: JobStatus | None = None
+    exit_code: int | None = None
+    error: JobError | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Subscription(BaseModel):
+    job_id: str
+    connection_id: str
+    delivered_seq: int = 0

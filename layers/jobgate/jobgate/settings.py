@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # API Gateway answers 504 after 30 s; a sync request must hand back 202 well before that.
 MAX_SYNC_WAIT_S = 25.0
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
 
 
 class Settings(BaseSettings):
@@ -35,12 +39,52 @@ class Settings(BaseSettings):
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.05, gt=0)
     warm_command_sets: bool = True
-    websocket_url: str | None = None
+    websocket_url: str | None = None  # wss:// URL clients connect to (answered in job links)
+    ws_management_url: str | None = None  # https:// endpoint of the @connections management API
 
     upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
     upload_expiry_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
     multipart_part_bytes: int = Field(default=100 * 1024**2, ge=5 * 1024**2)
     download_expiry_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+
+    # Tenants, limits and hostile input (docs/security.md). A limit of 0 turns that limit off.
+    jwt_tenant_claim: str = Field(default="tenant", min_length=1)  # claim naming the tenant in a JWT
+    rate_limit_per_s: float = Field(default=10.0, ge=0)  # requests per second per API key
+    rate_limit_burst: int = Field(default=20, ge=1)  # the token bucket's size
+    max_active_jobs: int = Field(default=20, ge=0)  # queued + running jobs per tenant
+    upload_bytes_per_day: int = Field(default=50 * 1024**3, ge=0)  # declared upload bytes per tenant/UTC day
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)  # a request body larger is a 413
+    max_args_bytes: int = Field(default=32 * 1024, ge=256)  # a job's args as JSON; larger is a 422
+    # Comma-separated CIDRs or host names that commands may reach although they are not public.
+    egress_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated; empty: no CORS headers
+    cors_allow_credentials: bool = False
+
+    @field_validator("egress_allow", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _networks_or_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOST_NAME.match(entry):
+                    raise ValueError(f"'{entry}' is neither a CIDR, an IP address nor a host name") from None
+        return tuple(entry.lower() for entry in value)
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Settings:
+        # Browsers refuse `*` with credentials; reflecting any origin instead would let every site
+        # call the API with a user's cookies.
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_origins cannot be '*' when cors_allow_credentials is true")
+        return self
 
     @property
     def max_job_timeout_s(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -39,12 +38,12 @@ def get_asset_service(services: ServicesDep) -> AssetService:
 
 def authenticate(services: ServicesDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> str:
     """The caller's tenant, from its X-API-Key; 401 problem when missing or wrong."""
-    expected = services.settings.api_key
     if not api_key:
         raise Unauthorized("Send your API key in the X-API-Key header.")
-    if expected is None or not hmac.compare_digest(api_key.encode(), expected.get_secret_value().encode()):
+    tenant = services.tenant_for_key(api_key)
+    if tenant is None:
         raise Unauthorized("The API key is not valid.")
-    return services.settings.default_tenant
+    return tenant
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

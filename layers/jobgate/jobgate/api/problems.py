@@ -53,14 +53,15 @@ async def _jobgate_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, JobgateError)
     if exc.status >= 500:
         logger.warning("service dependency failed", error=exc.detail, type=exc.type_slug)
-    headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else {}
+    headers.update(exc.headers)
     return problem(
         request,
         exc.status,
         slug=exc.type_slug,
         title=exc.title,
         detail=exc.detail,
-        headers=headers,
+        headers=headers or None,
         **exc.extra,
     )
 

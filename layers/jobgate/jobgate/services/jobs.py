@@ -22,6 +22,7 @@ from jobgate.errors import (
     ValidationFailed,
 )
 from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
+from jobgate.services.events import JobStream, Publisher
 from jobgate.services.registry import Invocation, Registry
 
 INLINE_LOG_LIMIT = 1024 * 1024
@@ -66,7 +67,9 @@ class JobService:
         sleep: Callable[[float], None] = time.sleep,
         download_expiry_s: int = 900,
         settle: Callable[[Asset], Asset] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
+        self._publisher = publisher
         self._settle = settle
         self._presign_s = download_expiry_s
         self._store = store
@@ -159,7 +162,10 @@ class JobService:
 
     def cancel(self, tenant: str, job_id: str) -> Job:
         job = self._store.get(job_id, tenant=tenant)
-        return self._store.cancel(job, now=self._clock())
+        job = self._store.cancel(job, now=self._clock())
+        if job.terminal:  # a running job's worker announces its own end
+            JobStream(job.job_id, self._publisher).status(job)
+        return job
 
     def logs(self, tenant: str, job_id: str, stream: str) -> LogContent:
         job = self._store.get(job_id, tenant=tenant)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,9 +19,10 @@ from jobgate.errors import InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
 from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
+from jobgate.services.events import STAGED, STARTED, JobStream, Publisher
 from jobgate.services.executor import ExecResult, execute
 from jobgate.services.jobs import log_key, output_key
-from jobgate.services.registry import Registry, build_argv
+from jobgate.services.registry import CommandContract, Registry, build_argv
 
 # Time kept back from the Lambda deadline to upload logs and outputs and record the end.
 FINISH_MARGIN_S = 20.0
@@ -33,7 +35,8 @@ _CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PROJ_LIB"
 @dataclass(frozen=True)
 class WorkerConfig:
     lease_s: int = 30
-    cancel_poll_s: float = 1.0
+    heartbeat_s: float = 1.0
+    cancel_poll_s: float = 0.25
     max_attempts: int = 3
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jobgate")
 
@@ -61,7 +64,9 @@ class WorkerService:
         *,
         clock: Callable[[], datetime] = utcnow,
         parent_env: Mapping[str, str] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
+        self._publisher = publisher
         self._store = store
         self._blobs = blobs
         self._registry = registry
@@ -79,6 +84,7 @@ class WorkerService:
         if job is None:
             return None
         attempt = job.attempts
+        self._announce(job)
         try:
             return self._run(job, attempt, remaining_s)
         except InvalidTransition:
@@ -103,7 +109,7 @@ class WorkerService:
                 logger.info("job already running under a live lease", job_id=job_id, attempt=job.attempts)
                 return None
             if job.attempts >= self._config.max_attempts:
-                self._store.fail_unfinished(
+                lost = self._store.fail_unfinished(
                     job,
                     error=JobError(
                         type="worker_lost",
@@ -113,6 +119,7 @@ class WorkerService:
                     now=now,
                 )
                 logger.error("job failed after its last attempt was lost", job_id=job_id)
+                self._announce(lost)
                 return None
             logger.warning("taking over a job whose worker stopped", job_id=job_id, attempt=job.attempts)
         try:
@@ -120,6 +127,10 @@ class WorkerService:
         except InvalidTransition:
             logger.info("job claimed by another delivery", job_id=job_id)
             return None
+
+    def _announce(self, job: Job) -> None:
+        """Publish a status change; a failure to publish never changes what happens to the job."""
+        JobStream(job.job_id, self._publisher).status(job)
 
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
@@ -129,15 +140,20 @@ class WorkerService:
         (workdir / ".tmp").mkdir(parents=True)
         logs = workdir.parent / f"{job.job_id}-{attempt}.logs"
         logs.mkdir(exist_ok=True)
+        stream = JobStream(
+            job.job_id, self._publisher, workdir=workdir, expected_outputs=_expected_outputs(job, contract)
+        )
         try:
             try:
                 paths, staged = self._stage_inputs(job, workdir)
             except InputError as exc:
-                return self._finish(job, attempt, _failure("input", exc.detail))
-            job = self._heartbeat(job, attempt, progress=0.1)
+                return self._finish(job, attempt, _failure("input", exc.detail), stream)
+            stream.milestone(STAGED)
+            job = self._heartbeat(job, attempt, progress=STAGED)
             argv = build_argv(job.args, contract, paths)
             logger.info("job started", job_id=job.job_id, attempt=attempt, argv=argv)
-            cancel = _CancelFlag()
+            stream.milestone(STARTED)
+            cancel = _CancelFlag(self._config.heartbeat_s)
             budget = max(1.0, min(float(job.timeout_s), remaining_s() - FINISH_MARGIN_S))
             result = execute(
                 command_set.run,
@@ -149,8 +165,10 @@ class WorkerService:
                 stderr_path=logs / "stderr",
                 should_cancel=cancel.is_set,
                 cancel_poll_s=self._config.cancel_poll_s,
-                on_tick=lambda: self._tick(job, attempt, cancel),
+                on_output=stream.output,
+                on_tick=lambda: self._tick(job, attempt, cancel, stream),
             )
+            stream.close()
             if cancel.lost:
                 raise InvalidTransition(f"Job '{job.job_id}' attempt {attempt} lost its lease.")
             logger.info(
@@ -158,16 +176,18 @@ class WorkerService:
             )
             outputs = self._store_outputs(job, workdir, staged)
             stdout, stderr = self._store_logs(job, logs)
-            return self._finish(
-                job, attempt, _result(result, budget < job.timeout_s, stdout, stderr, outputs)
-            )
+            result_ = _result(result, budget < job.timeout_s, stdout, stderr, outputs)
+            return self._finish(job, attempt, result_, stream)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(logs, ignore_errors=True)
 
-    def _tick(self, job: Job, attempt: int, cancel: _CancelFlag) -> None:
+    def _tick(self, job: Job, attempt: int, cancel: _CancelFlag, stream: JobStream) -> None:
+        stream.tick()
+        if not cancel.heartbeat_due():
+            return
         try:
-            cancel.update(self._heartbeat(job, attempt))
+            cancel.update(self._heartbeat(job, attempt, progress=stream.progress))
         except InvalidTransition:
             # Another attempt owns the job now (or it ended): stop this child, write nothing.
             cancel.lost = True
@@ -238,22 +258,45 @@ class WorkerService:
             tails.append(tail(data))
         return tails[0], tails[1]
 
-    def _finish(self, job: Job, attempt: int, result: JobResult) -> Job:
+    def _finish(self, job: Job, attempt: int, result: JobResult, stream: JobStream) -> Job:
         done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
         logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
+        stream.status(done)
         return done
 
 
 class _CancelFlag:
-    def __init__(self) -> None:
+    """What the heartbeats learn: a cancel request, or that another attempt took the job."""
+
+    def __init__(self, heartbeat_s: float) -> None:
         self._set = False
         self.lost = False
+        self._every = heartbeat_s
+        self._last = time.monotonic()
+
+    def heartbeat_due(self) -> bool:
+        if time.monotonic() - self._last < self._every:
+            return False
+        self._last = time.monotonic()
+        return True
 
     def update(self, job: Job) -> None:
         self._set = self._set or job.cancel_requested
 
     def is_set(self) -> bool:
         return self._set or self.lost
+
+
+def _expected_outputs(job: Job, contract: CommandContract) -> int:
+    """How many files a multi-file command will write: one per input, or one per output name."""
+    counts = [
+        len(job.args[p.dest])
+        for p in contract.params
+        if p.multiple
+        and isinstance(job.args.get(p.dest), list)
+        and (p.role == "input" or p.dest == "output_names")
+    ]
+    return max(counts, default=0)
 
 
 def _failure(kind: str, message: str) -> JobResult:
