@@ -1,5 +1,5 @@
 # jobgate developer targets. `make dev` starts the whole system locally; `make test` runs every test.
-PYTHON ?= python3.11
+PYTHON ?= python3
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin

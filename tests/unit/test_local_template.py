@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from textwrap import dedent
 
 import pytest
 from jobgate_local.template import (
@@ -203,3 +204,30 @@ def test_a_reference_to_nothing_declared_is_an_error() -> None:
         resolver().resolve({"Ref": "Missing"})
     with pytest.raises(TemplateError, match="Fn::If"):
         resolver().resolve({"Fn::If": ["C", 1, 2]})
+
+
+def test_an_image_functions_environment_starts_from_its_dockerfile_env(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile").write_text(
+        dedent(
+            """\
+            FROM public.ecr.aws/lambda/python:3.12
+            ENV MPLBACKEND=Agg HOME=/tmp \\
+                BUILT=${LAMBDA_TASK_ROOT}/x
+            ENV LEGACY value with spaces
+            COPY app.py ${LAMBDA_TASK_ROOT}/
+            CMD ["app.handler"]
+            """
+        )
+    )
+    (tmp_path / "app.py").write_text("def handler(event, context): ...\n")
+    config_line = "Environment: { Variables: { HOME: /from-template } }"
+    (tmp_path / "template.yaml").write_text(IMAGE_TEMPLATE.format(image_config=config_line))
+    loaded = load_template(tmp_path / "template.yaml", {})
+    config = function_configs(loaded, Resolver({}, {}, {}, {}))["Worker"]
+    assert config.code_dir == tmp_path
+    assert config.environment == {
+        "MPLBACKEND": "Agg",
+        "HOME": "/from-template",
+        "LEGACY": "value with spaces",
+    }

@@ -1,0 +1,148 @@
+"""The ``jobgate`` command: ``jobgate dev`` runs the whole system locally; more subcommands can join."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .components import Component
+from .gateway_http import HttpGatewayComponent
+from .logs import setup_logging
+from .poller import SqsEventSources
+from .stack import DevOptions, DevStack, serve
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise SystemExit(f"jobgate: {name}={value!r} is not a port number")
+    return int(value)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobgate", description="jobgate developer tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole system locally (moto, the functions, the gateways)",
+        description="Run jobgate on this machine: moto provisions template.yaml's resources, and the "
+        "handlers run in local Lambda sandboxes behind a local API Gateway and SQS pollers. "
+        "No AWS account, no Docker.",
+    )
+    dev.add_argument(
+        "--template", type=Path, default=Path("template.yaml"), help="the SAM template (template.yaml)"
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address the gateways listen on (127.0.0.1)")
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=_env_port("JOBGATE_HTTP_PORT", 8000),
+        help="HTTP API port (8000; JOBGATE_HTTP_PORT)",
+    )
+    dev.add_argument(
+        "--ws-port",
+        type=int,
+        default=_env_port("JOBGATE_WS_PORT", 8001),
+        help="WebSocket API port (8001; JOBGATE_WS_PORT), for the WebSocket gateway",
+    )
+    dev.add_argument("--moto-port", type=int, default=0, help="moto's port (0: any free port)")
+    dev.add_argument(
+        "--workers", type=_positive, default=2, help="sandboxes (and pollers) per SQS-fed function (2)"
+    )
+    dev.add_argument("--api-concurrency", type=_positive, default=4, help="sandboxes behind the HTTP API (4)")
+    dev.add_argument(
+        "--param",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a template parameter (repeatable)",
+    )
+    dev.add_argument("--worker-timeout", type=int, metavar="SECONDS", help="sets WorkerTimeoutSeconds")
+    dev.add_argument(
+        "--queue-visibility-timeout", type=int, metavar="SECONDS", help="sets QueueVisibilityTimeoutSeconds"
+    )
+    dev.add_argument(
+        "--state-file",
+        type=Path,
+        default=Path(".jobgate/dev.json"),
+        help="where the URLs, API key and resource names are written for tools (.jobgate/dev.json)",
+    )
+    dev.add_argument("--log-file", type=Path, help="write logs and function output there instead of stderr")
+    dev.add_argument("-v", "--verbose", action="store_true", help="log every invoke")
+    dev.set_defaults(run=run_dev)
+    return parser
+
+
+def dev_components(args: argparse.Namespace) -> list[Component]:
+    """The parts `jobgate dev` runs on top of moto and the sandboxes.
+
+    The WebSocket gateway joins this list, on ``args.ws_port``, when it exists.
+    """
+    return [
+        HttpGatewayComponent(args.host, args.port, concurrency=args.api_concurrency),
+        SqsEventSources(args.workers),
+    ]
+
+
+def dev_parameters(args: argparse.Namespace) -> dict[str, str]:
+    parameters = dict(args.param)
+    if args.worker_timeout is not None:
+        parameters.setdefault("WorkerTimeoutSeconds", str(args.worker_timeout))
+    if args.queue_visibility_timeout is not None:
+        parameters.setdefault("QueueVisibilityTimeoutSeconds", str(args.queue_visibility_timeout))
+    return parameters
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    if not args.template.is_file():
+        sys.stderr.write(
+            f"jobgate dev: no template at {args.template}; run from the repository root or pass --template\n"
+        )
+        return 1
+    log_stream = args.log_file.open("a", buffering=1) if args.log_file else None
+    try:
+        setup_logging(log_stream, verbose=args.verbose)
+        options = DevOptions(
+            template=args.template,
+            host=args.host,
+            moto_port=args.moto_port,
+            parameters=dev_parameters(args),
+            api_key=os.environ.get("JOBGATE_DEV_API_KEY") or secrets.token_urlsafe(24),
+            state_file=args.state_file,
+        )
+        return asyncio.run(serve(DevStack(options, dev_components(args))))
+    finally:
+        if log_stream is not None:
+            log_stream.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

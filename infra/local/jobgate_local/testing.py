@@ -1,0 +1,157 @@
+"""Start `jobgate dev` as a user would, for tests and tools: a subprocess on free ports, read back its state.
+
+with start_dev(template=Path("template.yaml"), workdir=tmp) as dev:
+    httpx.get(f"{dev.http_url}/health/live")
+# leaving the block sends Ctrl-C (SIGINT) and waits for the stack to stop
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .procs import pid_alive, wait_gone
+
+
+class DevStartError(RuntimeError):
+    """`jobgate dev` exited or stayed silent before it was ready; the message carries its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def jobgate_command() -> list[str]:
+    """The installed ``jobgate`` script next to this interpreter, else ``python -m jobgate_local.cli``."""
+    script = Path(sys.executable).parent / "jobgate"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "jobgate_local.cli"]
+
+
+@dataclass
+class DevProcess:
+    """A running `jobgate dev` and what its state file says."""
+
+    process: subprocess.Popen[bytes]
+    state_file: Path
+    log_file: Path
+    state: dict[str, Any]
+
+    @property
+    def http_url(self) -> str:
+        return str(self.state["http_url"])
+
+    @property
+    def api_key(self) -> str:
+        return str(self.state["api_key"])
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return str(self.state["aws_endpoint_url"])
+
+    @property
+    def resources(self) -> Mapping[str, str]:
+        resources: Mapping[str, str] = self.state["resources"]
+        return resources
+
+    def child_pids(self) -> list[int]:
+        """moto's and every sandbox's pid, as the state file recorded them at start."""
+        pids = [int(self.state["moto_pid"])]
+        pids += [int(pid) for function in self.state["functions"].values() for pid in function["pids"]]
+        return pids
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Ctrl-C, as a user would; the exit status once it has stopped."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5.0)
+            raise
+
+    def leftover_pids(self, pids: Sequence[int], timeout: float = 5.0) -> list[int]:
+        """The given processes still alive after ``timeout`` seconds."""
+        wait_gone(pids, timeout)
+        return [pid for pid in pids if pid_alive(pid)]
+
+
+def launch_dev(
+    *,
+    template: Path,
+    workdir: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> DevProcess:
+    """Start `jobgate dev` on free ports and wait for its state file (written once everything is up)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_file = workdir / "dev.json"
+    log_file = workdir / "dev.log"
+    state_file.unlink(missing_ok=True)
+    command = [
+        *jobgate_command(),
+        "dev",
+        "--template",
+        str(template),
+        "--port",
+        str(free_port()),
+        "--ws-port",
+        str(free_port()),
+        "--state-file",
+        str(state_file),
+        *args,
+    ]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=template.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + timeout
+    while not state_file.exists():
+        if process.poll() is not None:
+            raise DevStartError(f"jobgate dev exited with {process.returncode}:\n{log_file.read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise DevStartError(f"jobgate dev was not ready after {timeout:.0f} s:\n{log_file.read_text()}")
+        time.sleep(0.1)
+    state = json.loads(state_file.read_text())
+    return DevProcess(process=process, state_file=state_file, log_file=log_file, state=state)
+
+
+@contextmanager
+def start_dev(
+    *,
+    template: Path,
+    workdir: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[DevProcess]:
+    """:func:`launch_dev`, stopped with Ctrl-C when the block ends."""
+    dev = launch_dev(template=template, workdir=workdir, args=args, env=env, timeout=timeout)
+    try:
+        yield dev
+    finally:
+        if dev.process.poll() is None:
+            dev.stop()
