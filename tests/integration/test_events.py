@@ -89,6 +89,7 @@ def test_every_sample_event_is_tested() -> None:
         "ws-connect.json",
         "ws-subscribe.json",
         "ws-disconnect.json",
+        "sweeper-schedule.json",
     }
 
 
@@ -135,3 +136,10 @@ def test_websocket_sample_events_through_their_handler(
     refused = event("ws-connect.json")
     refused["queryStringParameters"] = {"api_key": "wrong"}
     assert ws.handler(refused, ctx)["statusCode"] == 401
+
+
+def test_schedule_sample_event_through_the_sweeper(seeded: JobStore) -> None:
+    sweeper = load_handler("sweeper")
+    out = sweeper.handler(event("sweeper-schedule.json"), FakeContext(function_name="sweeper"))
+    # The sample job's id dates from 2024: a queued job that old has lost its message; send it again.
+    assert out == {"requeued": [JOB_ID], "rescued": [], "failed": []}

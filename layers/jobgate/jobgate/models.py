@@ -98,6 +98,7 @@ class Job(BaseModel):
     cancel_requested: bool = False
     lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
     event_seq: int = 0  # the last event's number (WebSocket stream)
+    requeues: int = 0  # times the sweeper re-sent a queued job's message
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

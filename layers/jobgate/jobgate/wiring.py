@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -13,14 +12,20 @@ from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.connections import Connections
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
+from jobgate.adapters.keys import KeyStore
+from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.services.assets import AssetService, UploadLimits
+from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
 from jobgate.services.jobs import JobLimits, JobService
+from jobgate.services.keys import Authenticator, KeyService
+from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
 from jobgate.services.registry import Registry
 from jobgate.settings import Settings
 
 if TYPE_CHECKING:
+    from jobgate.services.sweeper import Sweeper
     from jobgate.services.worker import WorkerService
 
 
@@ -57,6 +62,7 @@ class ApiServices:
             download_expiry_s=self.settings.download_expiry_s,
             settle=self.assets.settle,
             publisher=self.publisher,
+            admit=self.admission,
         )
 
     @cached_property
@@ -75,13 +81,8 @@ class ApiServices:
         return SubscriptionService(self.store, self.events, self.publisher, self.tenant_for_key)
 
     def tenant_for_key(self, api_key: str | None) -> str | None:
-        """The tenant an API key belongs to, or None for a missing or wrong key."""
-        expected = self.settings.api_key
-        if not api_key or expected is None:
-            return None
-        if not hmac.compare_digest(api_key.encode(), expected.get_secret_value().encode()):
-            return None
-        return self.settings.default_tenant
+        """The tenant an API key belongs to, or None for a missing, wrong, revoked or expired key."""
+        return self.authenticator.tenant_for_key(api_key)
 
     @cached_property
     def assets(self) -> AssetService:
@@ -91,7 +92,52 @@ class ApiServices:
             part_bytes=self.settings.multipart_part_bytes,
             download_expiry_s=self.settings.download_expiry_s,
         )
-        return AssetService(self.store, self.blobs, limits)
+        return AssetService(self.store, self.blobs, limits, charge=self.upload_quota.charge)
+
+    # -- tenants, keys and limits (docs/security.md) --------------------------------------------
+
+    @cached_property
+    def keys(self) -> KeyService:
+        return KeyService(
+            KeyStore(aws.dynamodb(), self.settings.table_name, timedelta(days=self.settings.job_ttl_days))
+        )
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        bootstrap = self.settings.api_key
+        return Authenticator(
+            self.keys,
+            bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+            bootstrap_tenant=self.settings.default_tenant,
+            tenant_claim=self.settings.jwt_tenant_claim,
+        )
+
+    @cached_property
+    def limits(self) -> LimitStore:
+        return LimitStore(aws.dynamodb(), self.settings.table_name)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(
+            self.limits, rate_per_s=self.settings.rate_limit_per_s, burst=self.settings.rate_limit_burst
+        )
+
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy(self.settings.egress_allow)
+
+    @cached_property
+    def admission(self) -> JobAdmission:
+        return JobAdmission(
+            self.limits,
+            self.egress,
+            max_active_jobs=self.settings.max_active_jobs,
+            max_args_bytes=self.settings.max_args_bytes,
+        )
+
+    @cached_property
+    def upload_quota(self) -> UploadQuota:
+        return UploadQuota(self.limits, bytes_per_day=self.settings.upload_bytes_per_day)
 
 
 def build_worker(settings: Settings, registry: Registry) -> WorkerService:
@@ -105,5 +151,21 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
     url = settings.ws_management_url
     publisher = Publisher(events, Connections(url) if url else None)
     return WorkerService(
-        store, BlobStore(aws.s3(), settings.bucket_name), registry, config, publisher=publisher
+        store,
+        BlobStore(aws.s3(), settings.bucket_name),
+        registry,
+        config,
+        publisher=publisher,
+        egress=EgressPolicy(settings.egress_allow),
     )
+
+
+def build_sweeper(settings: Settings) -> Sweeper:
+    from jobgate.services.sweeper import SweepConfig, Sweeper
+
+    store = JobStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
+    events = EventStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
+    url = settings.ws_management_url
+    config = SweepConfig(requeue_after_s=settings.requeue_after_s, lost_after_s=settings.lost_after_s)
+    publisher = Publisher(events, Connections(url) if url else None)
+    return Sweeper(store, JobQueue(aws.sqs(), settings.queue_url), config, publisher=publisher)

@@ -35,6 +35,11 @@ def _status_index_key(tenant: str, status: JobStatus | str) -> str:
     return f"TENANT#{tenant}#STATUS#{status}"
 
 
+def _active_key(status: JobStatus) -> str:
+    # A sparse index of unfinished jobs across tenants, for the sweeper; ended jobs leave it.
+    return f"ACTIVE#{status}"
+
+
 def _to_dynamo(value: Any) -> Any:
     # DynamoDB numbers must be Decimal; JSON mode turns datetimes into ISO strings first.
     return json.loads(json.dumps(value), parse_float=Decimal)
@@ -101,6 +106,8 @@ class JobStore:
             gsi1sk=job.job_id,
             gsi2pk=_status_index_key(job.tenant, job.status),
             gsi2sk=job.job_id,
+            gsi3pk=_active_key(JobStatus.QUEUED),
+            gsi3sk=job.job_id,
             expires_at=_epoch(job.created_at + self._ttl),
         )
         return _marshal(doc)
@@ -221,11 +228,12 @@ class JobStore:
             one=1,
             attempts=job.attempts,
             gsi2=_status_index_key(job.tenant, JobStatus.RUNNING),
+            gsi3=_active_key(JobStatus.RUNNING),
         )
         return self._update(
             job.job_id,
             "SET #status = :running, attempts = attempts + :one, lease_until = :lease, gsi2pk = :gsi2,"
-            " started_at = if_not_exists(started_at, :now)",
+            " gsi3pk = :gsi3, started_at = if_not_exists(started_at, :now)",
             "attempts = :attempts AND (#status = :queued OR (#status = :running AND lease_until < :now_ms))",
             values,
             {"#status": "status"},
@@ -309,7 +317,7 @@ class JobStore:
             job.job_id,
             "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
             " #error = :error, outputs = :outputs, finished_at = :finished_at, progress = :progress,"
-            " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until",
+            " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until, gsi3pk, gsi3sk",
             condition,
             _values(**vals),
             {"#status": "status", "#error": "error"},
@@ -347,6 +355,32 @@ class JobStore:
             except InvalidTransition:
                 job = self.get(job.job_id)
         raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+
+    def active(self, status: JobStatus, *, created_before: str | None = None, limit: int = 100) -> list[Job]:
+        """Unfinished jobs in one status, oldest first (created before the given ULID, if any)."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi3",
+            "KeyConditionExpression": "gsi3pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": _active_key(status)}},
+            "ScanIndexForward": True,
+            "Limit": limit,
+        }
+        if created_before is not None:
+            query["KeyConditionExpression"] += " AND gsi3sk < :before"
+            query["ExpressionAttributeValues"][":before"] = {"S": created_before}
+        got = _guard(lambda: self._db.query(**query))
+        return [Job.model_validate(_unmarshal(i)) for i in got.get("Items", [])]
+
+    def note_requeue(self, job: Job) -> Job:
+        """Count one more re-send of a queued job's message (conditional: still queued)."""
+        return self._update(
+            job.job_id,
+            "ADD requeues :one",
+            "#status = :queued",
+            _values(one=1, queued=JobStatus.QUEUED.value),
+            {"#status": "status"},
+        )
 
     # -- assets -------------------------------------------------------------------------------
 
