@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from jobgate.observability import logger, metrics
 from jobgate.settings import load_settings
 from jobgate.wiring import build_sweeper

@@ -10,15 +10,22 @@ from jobgate.observability import logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import ApiServices
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 _subscriptions = ApiServices(load_settings(), Registry([])).subscriptions
 
 
 class Subscribe(BaseModel):
     action: Literal["subscribe", "unsubscribe"]
-    job_id: str = Field(min_length=1, max_length=64)
+    job_id: str | None = Field(default=None, min_length=1, max_length=64)
+    pipeline_id: str | None = Field(default=None, min_length=1, max_length=64)
     after_seq: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Subscribe:
+        if (self.job_id is None) == (self.pipeline_id is None):
+            raise ValueError("name exactly one of job_id and pipeline_id")
+        return self
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -44,6 +51,11 @@ def handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str
             connection_id, f"Send {{'action': 'subscribe', 'job_id': ...}}: {exc.errors()[0]['msg']}"
         )
         return {"statusCode": 200}
+    if message.pipeline_id is not None:
+        if message.action == "subscribe":
+            _subscriptions.subscribe_pipeline(connection_id, message.pipeline_id)
+        return {"statusCode": 200}
+    assert message.job_id is not None
     if message.action == "subscribe":
         _subscriptions.subscribe(connection_id, message.job_id, message.after_seq)
     else:

@@ -211,3 +211,28 @@ def test_worker_publishes_logs_progress_and_status_of_a_real_job(
         and events[-1]["status"] == "succeeded"
         and events[-1]["exit_code"] == 0
     )
+
+
+def test_subscribing_to_a_pipeline_subscribes_to_each_step(
+    client: Client, make_asset: Callable[..., str], npy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = FakeConnections()
+    api_services = client.api._asgi.app.state.services
+    monkeypatch.setattr(api_services.publisher, "_connections", conns)
+    args = {"input": f"asset://{make_asset(npy_file, 'application/x-npy')}", "output": "map.png"}
+    steps = [
+        {"name": "draw", "stage": "visualize", "command": "heatmap", "args": args},
+        {
+            "name": "copy",
+            "stage": "export",
+            "command": "local",
+            "args": {"input": "step://draw/map.png", "path": "c.png"},
+        },
+    ]
+    pipeline = client.call("POST", "/v1/pipelines", body={"steps": steps}).json()
+    api_services.subscriptions.connect("c1", API_KEY)
+    api_services.subscriptions.subscribe_pipeline("c1", pipeline["pipeline_id"])
+    snapshots = [m for m in conns.sent["c1"] if m["type"] == "snapshot"]
+    assert sorted(m["job"]["step"] for m in snapshots) == ["copy", "draw"]
+    api_services.subscriptions.connect("c2", "wrong-key")
+    assert api_services.events.connection_tenant("c2") is None

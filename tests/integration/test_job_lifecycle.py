@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -169,7 +168,9 @@ def test_timeout_ends_timed_out_and_keeps_logs(client: Client, silent_server: st
     assert done["exit_code"] in (137, 143)
 
 
-def test_cancel_running_job_kills_it(client: Client, silent_server: str) -> None:
+def test_cancel_running_job_kills_it(
+    client: Client, silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = {
         "stage": "acquire",
         "command": "http",
@@ -178,21 +179,23 @@ def test_cancel_running_job_kills_it(client: Client, silent_server: str) -> None
     }
     job_id = client.submit(body).json()["job_id"]
     answers: list[int] = []
+    worker = client.worker._worker
+    tick = worker._tick
 
-    def cancel_when_running() -> None:
-        asyncio.set_event_loop(asyncio.new_event_loop())  # Mangum wants a loop; Lambda's main thread has one
-        while client.call("GET", f"/v1/jobs/{job_id}").json()["status"] != "running":
-            threading.Event().wait(0.05)
-        answers.append(client.call("DELETE", f"/v1/jobs/{job_id}").status)
+    def cancel_while_running(*args: object) -> None:
+        # The client cancels while the command hangs: the worker's next heartbeat must kill it.
+        if not answers and client.call("GET", f"/v1/jobs/{job_id}").json()["status"] == "running":
+            answers.append(client.call("DELETE", f"/v1/jobs/{job_id}").status)
+        tick(*args)
 
-    canceller = threading.Thread(target=cancel_when_running, daemon=True)
-    canceller.start()
+    monkeypatch.setattr(worker, "_tick", cancel_while_running)
+    started = time.monotonic()
     client.run_worker()
-    canceller.join(5)
     done = client.call("GET", f"/v1/jobs/{job_id}").json()
     assert answers == [200]
     assert done["status"] == "cancelled", done
     assert done["cancel_requested"] is True
+    assert time.monotonic() - started < 30  # killed, not left to its 60 s timeout
     assert client.call("DELETE", f"/v1/jobs/{job_id}").status == 409
 
 

@@ -20,6 +20,7 @@ def utcnow() -> datetime:
 
 
 class JobStatus(StrEnum):
+    BLOCKED = "blocked"  # a pipeline step waiting for the steps it reads from
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -67,10 +68,21 @@ class JobRequest(BaseModel):
     run_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
     wait_s: float = Field(default=MAX_SYNC_WAIT_S, gt=0, le=MAX_SYNC_WAIT_S)
     timeout_s: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=5, description="Runs allowed for failures the worker marks retriable."
+    )
+    retry_on_exit: bool = Field(default=False, description="Also retry a non-zero exit (up to max_attempts).")
 
     def fingerprint(self) -> str:
         """Hash of what makes two submissions the same job (mode and wait_s do not)."""
-        body = {"stage": self.stage, "command": self.command, "args": self.args, "timeout_s": self.timeout_s}
+        body = {
+            "stage": self.stage,
+            "command": self.command,
+            "args": self.args,
+            "timeout_s": self.timeout_s,
+            "max_attempts": self.max_attempts,
+            "retry_on_exit": self.retry_on_exit,
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -99,6 +111,13 @@ class Job(BaseModel):
     lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
     event_seq: int = 0  # the last event's number (WebSocket stream)
     requeues: int = 0  # times the sweeper re-sent a queued job's message
+    pipeline_id: str | None = None
+    step: str | None = None
+    upstream: dict[str, str] = Field(default_factory=dict)  # "<dest>[i]" -> "<job_id>/<path>"
+    max_attempts: int | None = None
+    retry_on_exit: bool = False
+    retry_of: str | None = None
+    retried_by: str | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # API Gateway answers 504 after 30 s; a sync request must hand back 202 well before that.
 MAX_SYNC_WAIT_S = 25.0
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 
 
 class Settings(BaseSettings):
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.05, gt=0)
     warm_command_sets: bool = True
+    requeue_after_s: int = Field(default=600, ge=30)
+    lost_after_s: int = Field(default=60, ge=5)
     websocket_url: str | None = None  # wss:// URL clients connect to (answered in job links)
     ws_management_url: str | None = None  # https:// endpoint of the @connections management API
 

@@ -18,6 +18,7 @@ from jobgate.adapters.queue import JobQueue
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
+from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.jobs import JobLimits, JobService
 from jobgate.services.keys import Authenticator, KeyService
 from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
@@ -63,6 +64,23 @@ class ApiServices:
             settle=self.assets.settle,
             publisher=self.publisher,
             admit=self.admission,
+            advancer=self.advancer,
+        )
+
+    @cached_property
+    def advancer(self) -> Advancer:
+        return Advancer(self.store, self.queue, self.publisher)
+
+    @cached_property
+    def pipelines(self) -> PipelineService:
+        return PipelineService(
+            self.store,
+            self.queue,
+            self.registry,
+            self.advancer,
+            check_inputs=self.jobs.check_inputs,
+            timeout_for=self.jobs.timeout_for,
+            ttl=timedelta(days=self.settings.job_ttl_days),
         )
 
     @cached_property
@@ -150,6 +168,7 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
     events = EventStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
     url = settings.ws_management_url
     publisher = Publisher(events, Connections(url) if url else None)
+    queue = JobQueue(aws.sqs(), settings.queue_url)
     return WorkerService(
         store,
         BlobStore(aws.s3(), settings.bucket_name),
@@ -157,6 +176,8 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
         config,
         publisher=publisher,
         egress=EgressPolicy(settings.egress_allow),
+        advancer=Advancer(store, queue, publisher),
+        queue=queue,
     )
 
 
@@ -168,4 +189,5 @@ def build_sweeper(settings: Settings) -> Sweeper:
     url = settings.ws_management_url
     config = SweepConfig(requeue_after_s=settings.requeue_after_s, lost_after_s=settings.lost_after_s)
     publisher = Publisher(events, Connections(url) if url else None)
-    return Sweeper(store, JobQueue(aws.sqs(), settings.queue_url), config, publisher=publisher)
+    queue = JobQueue(aws.sqs(), settings.queue_url)
+    return Sweeper(store, queue, config, publisher=publisher, advancer=Advancer(store, queue, publisher))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobgate.errors import InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
+from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
 from jobgate.models import TERMINAL_STATUSES, Asset, AssetPage, Job, JobError, JobPage, JobResult, JobStatus
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class JobStore:
             gsi1sk=job.job_id,
             gsi2pk=_status_index_key(job.tenant, job.status),
             gsi2sk=job.job_id,
-            gsi3pk=_active_key(JobStatus.QUEUED),
+            gsi3pk=_active_key(job.status),
             gsi3sk=job.job_id,
             expires_at=_epoch(job.created_at + self._ttl),
         )
@@ -279,6 +279,118 @@ class JobStore:
             cond_values={"running": JobStatus.RUNNING.value, "a": attempt},
         )
 
+    def unblock(self, job: Job) -> Job:
+        """blocked -> queued, once: the steps it reads from have all succeeded."""
+        return self._update(
+            job.job_id,
+            "SET #status = :queued, gsi2pk = :gsi2, gsi3pk = :gsi3",
+            "#status = :blocked",
+            _values(
+                queued=JobStatus.QUEUED.value,
+                blocked=JobStatus.BLOCKED.value,
+                gsi2=_status_index_key(job.tenant, JobStatus.QUEUED),
+                gsi3=_active_key(JobStatus.QUEUED),
+            ),
+            {"#status": "status"},
+        )
+
+    def requeue(self, job: Job, *, attempt: int) -> Job:
+        """running -> queued for another attempt (a retriable failure), only by the attempt holding it."""
+        return self._update(
+            job.job_id,
+            "SET #status = :queued, gsi2pk = :gsi2, gsi3pk = :gsi3 REMOVE lease_until",
+            "#status = :running AND attempts = :a",
+            _values(
+                queued=JobStatus.QUEUED.value,
+                running=JobStatus.RUNNING.value,
+                a=attempt,
+                gsi2=_status_index_key(job.tenant, JobStatus.QUEUED),
+                gsi3=_active_key(JobStatus.QUEUED),
+            ),
+            {"#status": "status"},
+        )
+
+    def link_retry_of(self, retry: Job, original: Job) -> Job:
+        return self._update(
+            retry.job_id, "SET retry_of = :o", "attribute_exists(pk)", _values(o=original.job_id), {}
+        )
+
+    def link_retry(self, original: Job, retry: Job) -> Job:
+        return self._update(
+            original.job_id,
+            "SET retried_by = :r",
+            "attribute_exists(pk)",
+            _values(r=retry.job_id),
+            {},
+        )
+
+    def create_many(self, jobs: list[Job], extra_items: list[dict[str, Any]]) -> None:
+        """Write a pipeline's jobs and its own records in one transaction (all or nothing)."""
+        puts: list[Any] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            for item in [*extra_items, *(self._job_item(j) for j in jobs)]
+        ]
+        if len(puts) > 100:
+            raise ValidationFailed(
+                "A pipeline has at most 98 steps.", [{"loc": ["body", "steps"], "msg": "too many"}]
+            )
+        try:
+            self._db.transact_write_items(TransactItems=puts)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                raise Conflict("A record of this pipeline exists already.") from exc
+            raise StoreError("DynamoDB transaction failed") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for start in range(0, len(job_ids), 100):
+            keys = [_job_key(j) for j in job_ids[start : start + 100]]
+            pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while pending:
+                got = _guard(lambda: self._db.batch_get_item(RequestItems=pending))  # noqa: B023
+                for item in got.get("Responses", {}).get(self._table, []):
+                    job = Job.model_validate(_unmarshal(item))
+                    found[job.job_id] = job
+                pending = dict(got.get("UnprocessedKeys") or {})
+        return found
+
+    def put_record(self, item: dict[str, Any]) -> None:
+        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(item)))
+
+    def get_record(self, pk: str, sk: str) -> dict[str, Any] | None:
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
+        return _unmarshal(got["Item"]) if "Item" in got else None
+
+    def query_index(
+        self, pk_value: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Items of one gsi1 partition (a tenant's list), newest first, with a cursor."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk_value}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor, "gsi1pk", pk_value)
+        got = _guard(lambda: self._db.query(**query))
+        last = got.get("LastEvaluatedKey")
+        return [_unmarshal(i) for i in got.get("Items", [])], (_encode_cursor(last) if last else None)
+
+    def marshal(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return _marshal(doc)
+
     def fail_unfinished(self, job: Job, *, error: JobError, now: datetime) -> Job:
         """End a queued or running job as failed (dead-lettered message, lost worker)."""
         result = JobResult(
@@ -323,23 +435,23 @@ class JobStore:
             {"#status": "status", "#error": "error"},
         )
 
-    def cancel(self, job: Job, *, now: datetime) -> Job:
-        """A queued job is cancelled at once; a running one is flagged for its worker to kill."""
-        if job.status == JobStatus.QUEUED:
+    def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:
+        """A queued or blocked job is cancelled at once; a running one is flagged for its worker to kill."""
+        if job.status in (JobStatus.QUEUED, JobStatus.BLOCKED):
             result = JobResult(
                 status=JobStatus.CANCELLED,
                 exit_code=None,
                 stdout_tail="",
                 stderr_tail="",
-                error=JobError(type="cancelled", message="Cancelled before it started."),
+                error=JobError(type="cancelled", message=reason),
             )
             try:
                 return self._terminal(
                     job,
                     result,
                     now,
-                    condition="#status = :queued",
-                    cond_values={"queued": JobStatus.QUEUED.value},
+                    condition="#status = :from",
+                    cond_values={"from": job.status.value},
                 )
             except InvalidTransition:
                 job = self.get(job.job_id)  # a worker took it meanwhile: flag it instead

@@ -116,7 +116,9 @@ class KeyStore:
                 TableName=self._table,
                 Key={"pk": {"S": _key_pk(found.key_hash)}, "sk": {"S": KEY_SK}},
                 UpdateExpression="SET revoked_at = :now, expires_at = :ttl",
-                ConditionExpression="attribute_exists(pk) AND tenant = :tenant AND attribute_not_exists(revoked_at)",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND tenant = :tenant AND attribute_not_exists(revoked_at)"
+                ),
                 ExpressionAttributeValues=_values(
                     now=now.isoformat(), ttl=int((now + self._retention).timestamp()), tenant=tenant
                 ),

@@ -18,10 +18,11 @@ class JobQueue:
         self._sqs = client
         self._url = queue_url
 
-    def send(self, job_id: str, tenant: str) -> str:
+    def send(self, job_id: str, tenant: str, *, delay_s: int = 0) -> str:
         try:
             got = self._sqs.send_message(
                 QueueUrl=self._url,
+                DelaySeconds=max(0, min(900, delay_s)),
                 MessageBody=json.dumps({"job_id": job_id, "tenant": tenant}),
                 MessageAttributes={"job_id": {"DataType": "String", "StringValue": job_id}},
             )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from jobgate import __version__
-from jobgate.api import problems
-from jobgate.api.routers import assets, commands, health, jobs, uploads
+from jobgate.api import openapi, problems
+from jobgate.api.middleware import BodySizeLimit
+from jobgate.api.routers import assets, commands, health, jobs, pipelines, uploads
 from jobgate.wiring import ApiServices
 
 
@@ -21,6 +23,26 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
-    for router in (health.router, commands.router, jobs.router, uploads.router, assets.router):
+    for router in (
+        health.router,
+        commands.router,
+        jobs.router,
+        pipelines.router,
+        uploads.router,
+        assets.router,
+    ):
         app.include_router(router)
+    openapi.install(app)
+    settings = services.settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # added last, so outermost: 413 answers carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
     return app

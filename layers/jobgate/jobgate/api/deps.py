@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from jobgate.errors import Unauthorized
 from jobgate.services.assets import AssetService
 from jobgate.services.jobs import JobService
+from jobgate.services.pipelines import PipelineService
 from jobgate.services.registry import Registry
 from jobgate.wiring import ApiServices
 
@@ -36,17 +36,33 @@ def get_asset_service(services: ServicesDep) -> AssetService:
     return services.assets
 
 
-def authenticate(services: ServicesDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> str:
-    """The caller's tenant, from its X-API-Key; 401 problem when missing or wrong."""
-    if not api_key:
-        raise Unauthorized("Send your API key in the X-API-Key header.")
-    tenant = services.tenant_for_key(api_key)
-    if tenant is None:
-        raise Unauthorized("The API key is not valid.")
-    return tenant
+def get_pipeline_service(services: ServicesDep) -> PipelineService:
+    return services.pipelines
+
+
+def jwt_claims(request: Request) -> dict[str, Any] | None:
+    """Claims of the JWT that API Gateway's JWT authorizer validated; only the JWT API's events have them.
+
+    They come from the Lambda event, which API Gateway writes, never from anything the client sends.
+    """
+    event = request.scope.get("aws.event") or {}
+    jwt = ((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}
+    claims = jwt.get("claims")
+    return claims if isinstance(claims, dict) else None
+
+
+def authenticate(
+    request: Request, services: ServicesDep, api_key: Annotated[str | None, Depends(_api_key_header)]
+) -> str:
+    """The caller's tenant, from its X-API-Key (or a validated JWT); 401 problem when missing or wrong,
+    429 problem past the credential's request rate."""
+    principal = services.authenticator.authenticate(api_key, jwt_claims(request))
+    services.rate_limiter.take(principal.rate_bucket)
+    return principal.tenant
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 JobsDep = Annotated[JobService, Depends(get_job_service)]
 AssetsDep = Annotated[AssetService, Depends(get_asset_service)]
+PipelinesDep = Annotated[PipelineService, Depends(get_pipeline_service)]
 TenantDep = Annotated[str, Depends(authenticate)]

@@ -35,6 +35,12 @@ class JobView(BaseModel):
     attempts: int
     timeout_s: int
     cancel_requested: bool
+    pipeline_id: str | None = None
+    step: str | None = None
+    max_attempts: int | None = None
+    retry_on_exit: bool = False
+    retry_of: str | None = None
+    retried_by: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -135,6 +135,16 @@ class SubscriptionService:
         if self._publisher.send(connection_id, snapshot):
             self._publisher.deliver(job_id, only=sub)
 
+    def subscribe_pipeline(self, connection_id: str, pipeline_id: str) -> None:
+        """Every job of a pipeline: a snapshot and the events of each, as for single jobs."""
+        tenant = self._events.connection_tenant(connection_id)
+        record = self._jobs.get_record(f"PIPE#{pipeline_id}", "PIPE")
+        if tenant is None or record is None or record.get("tenant") != tenant:
+            self._publisher.send(connection_id, _error("not_found", f"No pipeline '{pipeline_id}'.", None))
+            return
+        for step in record.get("steps", []):
+            self.subscribe(connection_id, str(step["job_id"]), None)
+
     def unsubscribe(self, connection_id: str, job_id: str) -> None:
         self._events.delete_subscription(job_id, connection_id)
         self._publisher.send(connection_id, {"type": "unsubscribed", "job_id": job_id})

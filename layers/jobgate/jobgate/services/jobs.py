@@ -16,6 +16,7 @@ from jobgate.errors import (
     AssetNotReady,
     Conflict,
     Gone,
+    InvalidTransition,
     NotFound,
     QueueError,
     UnsupportedMediaType,
@@ -23,6 +24,7 @@ from jobgate.errors import (
 )
 from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
 from jobgate.services.events import JobStream, Publisher
+from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import Invocation, Registry
 
 INLINE_LOG_LIMIT = 1024 * 1024
@@ -68,8 +70,12 @@ class JobService:
         download_expiry_s: int = 900,
         settle: Callable[[Asset], Asset] | None = None,
         publisher: Publisher | None = None,
+        admit: Callable[[str, JobRequest, Invocation], None] | None = None,
+        advancer: Advancer | None = None,
     ) -> None:
+        self._advancer = advancer
         self._publisher = publisher
+        self._admit = admit  # limits and egress checks (services.limits.JobAdmission); raises to refuse
         self._settle = settle
         self._presign_s = download_expiry_s
         self._store = store
@@ -85,6 +91,8 @@ class JobService:
         invocation = self._registry.check(request.stage, request.command, request.args)
         timeout_s = self._timeout(request, invocation)
         self._check_inputs(tenant, invocation)
+        if self._admit is not None:
+            self._admit(tenant, request, invocation)
         job = Job(
             job_id=str(ULID()),
             tenant=tenant,
@@ -94,6 +102,8 @@ class JobService:
             args=invocation.args,
             inputs=invocation.inputs,
             timeout_s=timeout_s,
+            max_attempts=request.max_attempts,
+            retry_on_exit=request.retry_on_exit,
             request_hash=request.fingerprint(),
             created_at=self._clock(),
         )
@@ -103,16 +113,45 @@ class JobService:
         return job, created
 
     def _timeout(self, request: JobRequest, invocation: Invocation) -> int:
+        return self.timeout_for(request.timeout_s, invocation)
+
+    def timeout_for(self, requested: int | None, invocation: Invocation) -> int:
+        """The job's timeout: as asked, else the default; never past what a worker can see through."""
         ceiling = min(
             self._limits.max_timeout_s, invocation.contract.max_timeout_s or self._limits.max_timeout_s
         )
-        timeout_s = request.timeout_s or min(self._limits.default_timeout_s, ceiling)
+        timeout_s = requested or min(self._limits.default_timeout_s, ceiling)
         if timeout_s > ceiling:
             raise ValidationFailed(
                 f"timeout_s {timeout_s} is longer than a worker can run a job ({ceiling} s).",
                 [{"loc": ["body", "timeout_s"], "msg": f"at most {ceiling}"}],
             )
         return timeout_s
+
+    def retry(self, tenant: str, job_id: str) -> Job:
+        """A new job with the same request as an ended one, linked both ways."""
+        original = self._store.get(job_id, tenant=tenant)
+        if not original.terminal:
+            raise InvalidTransition(
+                f"Job '{job_id}' is {original.status.value}; only an ended job can be retried."
+            )
+        if original.upstream:
+            raise Conflict(f"Job '{job_id}' reads other pipeline steps' outputs; retry its pipeline instead.")
+        request = JobRequest(
+            stage=original.stage,
+            command=original.command,
+            args=original.args,
+            timeout_s=original.timeout_s,
+            max_attempts=original.max_attempts,
+            retry_on_exit=original.retry_on_exit,
+        )
+        retry, _ = self.submit(tenant, request)
+        retry = self._store.link_retry_of(retry, original)
+        self._store.link_retry(original, retry)
+        return retry
+
+    def check_inputs(self, tenant: str, invocation: Invocation) -> None:
+        self._check_inputs(tenant, invocation)
 
     def _check_inputs(self, tenant: str, invocation: Invocation) -> None:
         for name, asset_id in invocation.inputs.items():
@@ -165,6 +204,8 @@ class JobService:
         job = self._store.cancel(job, now=self._clock())
         if job.terminal:  # a running job's worker announces its own end
             JobStream(job.job_id, self._publisher).status(job)
+            if self._advancer is not None:
+                self._advancer.advance(job)
         return job
 
     def logs(self, tenant: str, job_id: str, stream: str) -> LogContent:

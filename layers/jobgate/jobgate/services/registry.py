@@ -15,6 +15,8 @@ from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
 
 ENTRY_POINT_GROUP = "jobgate.command_sets"
 ASSET_SCHEME = "asset://"
+STEP_SCHEME = "step://"
+STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ASSET_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 MAX_ARG_CHARS = 4096
 MAX_LIST_ITEMS = 1000
@@ -72,6 +74,7 @@ class Invocation(BaseModel):
     contract: CommandContract
     args: dict[str, Any]
     inputs: dict[str, str]  # "<dest>" or "<dest>[i]" -> asset id
+    steps: dict[str, str] = Field(default_factory=dict)  # "<dest>" or "<dest>[i]" -> "<step>/<path>"
 
 
 @runtime_checkable
@@ -145,14 +148,16 @@ class Registry:
             raise CommandSetUnavailable(f"Command set '{name}' is not installed here.")
         return self._sets[name]
 
-    def check(self, stage: str, command: str, args: Mapping[str, Any]) -> Invocation:
+    def check(
+        self, stage: str, command: str, args: Mapping[str, Any], *, allow_steps: bool = False
+    ) -> Invocation:
         """Validate a request's args against the contract; raise ValidationFailed naming each field."""
         try:
             contract = self.get(stage, command)
         except NotFound as exc:
             loc = "stage" if self.canonical_stage(stage) not in self.stages() else "command"
             raise ValidationFailed(exc.detail, [{"loc": ["body", loc], "msg": exc.detail}]) from exc
-        return check_args(contract, args)
+        return check_args(contract, args, allow_steps=allow_steps)
 
 
 def _err(name: str, msg: str) -> dict[str, Any]:
@@ -168,10 +173,14 @@ def _lookup(contract: CommandContract, name: str) -> ParamSpec | None:
     return next((p for p in contract.params if spellings.intersection(p.flags)), None)
 
 
-def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation:
+def check_args(
+    contract: CommandContract, args: Mapping[str, Any], *, allow_steps: bool = False
+) -> Invocation:
+    """Check args against the contract; in a pipeline, files may also come from `step://<name>/<path>`."""
     errors: list[dict[str, Any]] = []
     normalized: dict[str, Any] = {}
     inputs: dict[str, str] = {}
+    steps: dict[str, str] = {}
     refused: set[str] = set()
     for name, raw in args.items():
         spec = _lookup(contract, name)
@@ -181,7 +190,7 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
         if spec.dest in normalized:
             errors.append(_err(name, f"given twice (as '{spec.dest}' and '{name}')"))
             continue
-        value, problems = _coerce(spec, raw)
+        value, problems = _coerce(spec, raw, allow_steps)
         if problems:
             errors.extend(_err(name, p) for p in problems)
             refused.add(spec.dest)
@@ -190,6 +199,7 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
             continue
         normalized[spec.dest] = value
         inputs.update(_asset_refs(spec, value))
+        steps.update(_step_refs(spec, value))
     for spec in contract.params:
         if spec.required and spec.dest not in normalized and spec.dest not in refused:
             errors.append(_err(spec.dest, "required"))
@@ -197,10 +207,10 @@ def check_args(contract: CommandContract, args: Mapping[str, Any]) -> Invocation
         raise ValidationFailed(
             f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors
         )
-    return Invocation(contract=contract, args=normalized, inputs=inputs)
+    return Invocation(contract=contract, args=normalized, inputs=inputs, steps=steps)
 
 
-def _coerce(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+def _coerce(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tuple[Any, list[str]]:
     if spec.kind == "flag":
         if isinstance(raw, bool):
             return (True if raw else None), []
@@ -218,7 +228,7 @@ def _coerce(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
         values: list[Any] = []
         problems: list[str] = []
         for i, item in enumerate(items):
-            v, p = _coerce_scalar(spec, item)
+            v, p = _coerce_scalar(spec, item, allow_steps)
             if not p and _spread(spec) and _reads_as_flag(_fmt(v)):
                 # These values follow the flag as separate words, where argparse takes '-x' for a flag.
                 p = ["must not start with '-' unless it is a number"]
@@ -227,11 +237,11 @@ def _coerce(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
         return values, problems
     if isinstance(raw, list):
         return None, ["takes one value, not a list"]
-    v, p = _coerce_scalar(spec, raw)
+    v, p = _coerce_scalar(spec, raw, allow_steps)
     return v, p
 
 
-def _coerce_scalar(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tuple[Any, list[str]]:
     value: Any
     if isinstance(raw, dict | list):
         return None, ["must be a single value"]
@@ -256,7 +266,7 @@ def _coerce_scalar(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
             return None, ["cannot be '--'"]
     if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
         return None, [f"must be one of {spec.choices}"]
-    return value, _check_role(spec, value)
+    return value, _check_role(spec, value, allow_steps)
 
 
 def _is_int(s: str) -> bool:
@@ -270,10 +280,19 @@ def _is_number(v: int | float | str) -> bool:
         return False
 
 
-def _check_role(spec: ParamSpec, value: Any) -> list[str]:
+def _check_role(spec: ParamSpec, value: Any, allow_steps: bool = False) -> list[str]:
     if spec.role == "value":
         return []
     text = str(value)
+    if text.startswith(STEP_SCHEME):
+        if not allow_steps:
+            return [f"'{STEP_SCHEME}' refers to a pipeline step; submit it as part of a pipeline"]
+        if spec.role not in ("input", "path"):
+            return [f"only a file or folder argument can come from '{STEP_SCHEME}'"]
+        name, _, path = text[len(STEP_SCHEME) :].partition("/")
+        if not STEP_NAME_RE.match(name):
+            return [f"must be '{STEP_SCHEME}<step>/<output>' with a step name of letters, digits, '-' or '_'"]
+        return check_relative_path(path) if path.strip("/") else []
     if spec.role == "input":
         if not text.startswith(ASSET_SCHEME):
             return [f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>'"]
@@ -295,12 +314,27 @@ def check_relative_path(text: str) -> list[str]:
     return []
 
 
+def _step_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
+    values = value if isinstance(value, list) else [value]
+    refs = {}
+    for i, v in enumerate(values):
+        if isinstance(v, str) and v.startswith(STEP_SCHEME):
+            key = f"{spec.dest}[{i}]" if isinstance(value, list) else spec.dest
+            refs[key] = v[len(STEP_SCHEME) :]
+    return refs
+
+
 def _asset_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
     if spec.role != "input":
         return {}
     if isinstance(value, list):
-        return {f"{spec.dest}[{i}]": v[len(ASSET_SCHEME) :] for i, v in enumerate(value)}
-    return {spec.dest: str(value)[len(ASSET_SCHEME) :]}
+        return {
+            f"{spec.dest}[{i}]": v[len(ASSET_SCHEME) :]
+            for i, v in enumerate(value)
+            if v.startswith(ASSET_SCHEME)
+        }
+    text = str(value)
+    return {spec.dest: text[len(ASSET_SCHEME) :]} if text.startswith(ASSET_SCHEME) else {}
 
 
 def build_argv(

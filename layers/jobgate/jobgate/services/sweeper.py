@@ -14,6 +14,7 @@ from jobgate.errors import InvalidTransition, JobgateError
 from jobgate.models import JobError, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.events import JobStream, Publisher
+from jobgate.services.pipelines import Advancer
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class Sweeper:
         config: SweepConfig,
         *,
         publisher: Publisher | None = None,
+        advancer: Advancer | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._advancer = advancer
         self._store = store
         self._queue = queue
         self._config = config
@@ -56,6 +59,7 @@ class Sweeper:
         now = self._clock()
         self._sweep_queued(now, report)
         self._sweep_running(now, report)
+        self._sweep_blocked(now)
         if report.requeued or report.failed or report.rescued:
             logger.warning("swept unfinished jobs", **report.__dict__)
         return report
@@ -71,6 +75,8 @@ class Sweeper:
                         job, error=JobError(type="never_started", message=message), now=now
                     )
                     JobStream(job.job_id, self._publisher).status(failed)
+                    if self._advancer is not None:
+                        self._advancer.advance(failed)
                     report.failed.append(job.job_id)
                     continue
                 self._store.note_requeue(job)
@@ -80,6 +86,18 @@ class Sweeper:
                 continue  # it started or ended meanwhile
             except JobgateError as exc:
                 logger.warning("could not sweep job", job_id=job.job_id, error=exc.detail)
+
+    def _sweep_blocked(self, now: datetime) -> None:
+        """A blocked step whose upstream ended but was never moved on (its worker died right then)."""
+        if self._advancer is None:
+            return
+        cutoff = now - timedelta(seconds=self._config.requeue_after_s)
+        before = str(ULID.from_timestamp(cutoff.timestamp()))
+        for job in self._store.active(JobStatus.BLOCKED, created_before=before, limit=self._config.batch):
+            upstream = {ref.split("/", 1)[0] for ref in job.upstream.values()}
+            for ended in self._store.get_many(sorted(upstream)).values():
+                if ended.terminal:
+                    self._advancer.advance(ended)
 
     def _sweep_running(self, now: datetime, report: SweepReport) -> None:
         stale = epoch_ms(now - timedelta(seconds=self._config.lost_after_s))

@@ -15,13 +15,16 @@ from pathlib import Path
 
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
+from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
 from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
+from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, JobStream, Publisher
 from jobgate.services.executor import ExecResult, execute
 from jobgate.services.jobs import log_key, output_key
+from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, Registry, build_argv
 
 # Time kept back from the Lambda deadline to upload logs and outputs and record the end.
@@ -65,8 +68,15 @@ class WorkerService:
         clock: Callable[[], datetime] = utcnow,
         parent_env: Mapping[str, str] | None = None,
         publisher: Publisher | None = None,
+        egress: EgressPolicy | None = None,
+        advancer: Advancer | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self._publisher = publisher
+        self._advancer = advancer
+        self._queue = queue
+        # The child may connect to public addresses only (plus the allow-list): fail closed by default.
+        self._egress = egress if egress is not None else EgressPolicy()
         self._store = store
         self._blobs = blobs
         self._registry = registry
@@ -108,18 +118,19 @@ class WorkerService:
             if job.lease_until is not None and job.lease_until >= epoch_ms(now):
                 logger.info("job already running under a live lease", job_id=job_id, attempt=job.attempts)
                 return None
-            if job.attempts >= self._config.max_attempts:
+            if job.attempts >= (job.max_attempts or self._config.max_attempts):
                 lost = self._store.fail_unfinished(
                     job,
                     error=JobError(
                         type="worker_lost",
                         message=f"The worker running attempt {job.attempts} stopped without finishing; "
-                        f"no attempts left (max {self._config.max_attempts}).",
+                        f"no attempts left (max {job.max_attempts or self._config.max_attempts}).",
                     ),
                     now=now,
                 )
                 logger.error("job failed after its last attempt was lost", job_id=job_id)
                 self._announce(lost)
+                self._move_on(lost)
                 return None
             logger.warning("taking over a job whose worker stopped", job_id=job_id, attempt=job.attempts)
         try:
@@ -156,7 +167,7 @@ class WorkerService:
             cancel = _CancelFlag(self._config.heartbeat_s)
             budget = max(1.0, min(float(job.timeout_s), remaining_s() - FINISH_MARGIN_S))
             result = execute(
-                command_set.run,
+                self._egress.guarded(command_set.run),
                 argv,
                 workdir=workdir,
                 env=child_environment(self._parent_env, workdir),
@@ -232,7 +243,32 @@ class WorkerService:
                 raise InputError(f"Input '{name}': the file of asset '{asset_id}' is gone.") from exc
             paths[name] = str(relative)
             staged.add(target)
+        for name, ref in job.upstream.items():
+            paths[name] = self._stage_upstream(job, name, ref, workdir, staged)
         return paths, staged
+
+    def _stage_upstream(self, job: Job, name: str, ref: str, workdir: Path, staged: set[Path]) -> str:
+        """Fetch what a pipeline step reads from an earlier step: one output, or a folder of them."""
+        upstream_id, _, path = ref.partition("/")
+        wanted = path.strip("/")
+        upstream = self._store.get(upstream_id)
+        base = Path("inputs") / (upstream.step or upstream_id)
+        matches = [
+            o for o in upstream.outputs if not wanted or o.name == wanted or o.name.startswith(f"{wanted}/")
+        ]
+        if not matches:
+            raise InputError(f"Input '{name}': step '{upstream.step}' wrote no '{wanted or '*'}'.")
+        for output in matches:
+            target = workdir / base / output.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._blobs.download_file(output_key(job.tenant, upstream_id, output.name), target)
+            except NotFound as exc:
+                raise InputError(
+                    f"Input '{name}': output '{output.name}' of step '{upstream.step}' is gone."
+                ) from exc
+            staged.add(target)
+        return str(base / wanted) if wanted else str(base)
 
     def _store_outputs(self, job: Job, workdir: Path, staged: set[Path]) -> list[Output]:
         outputs: list[Output] = []
@@ -259,10 +295,40 @@ class WorkerService:
         return tails[0], tails[1]
 
     def _finish(self, job: Job, attempt: int, result: JobResult, stream: JobStream) -> Job:
+        if self._retriable(job, attempt, result):
+            again = self._store.requeue(job, attempt=attempt)
+            assert self._queue is not None
+            self._queue.send(job.job_id, job.tenant, delay_s=min(60, 2**attempt))
+            logger.info(
+                "job failed and will run again",
+                job_id=job.job_id,
+                attempt=attempt,
+                exit_code=result.exit_code,
+            )
+            stream.status(again)
+            return again
         done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
         logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
         stream.status(done)
+        self._move_on(done)
         return done
+
+    def _retriable(self, job: Job, attempt: int, result: JobResult) -> bool:
+        """Only a non-zero exit the request asked to retry, while attempts are left."""
+        if self._queue is None or not job.retry_on_exit or result.status != JobStatus.FAILED:
+            return False
+        if result.error is None or result.error.type not in ("exit", "signal"):
+            return False
+        return attempt < (job.max_attempts or 1)
+
+    def _move_on(self, job: Job) -> None:
+        if self._advancer is None or job.pipeline_id is None:
+            return
+        try:
+            self._advancer.advance(job)
+        except JobgateError as exc:
+            # The sweeper moves a pipeline on later if this fails now.
+            logger.warning("could not move the pipeline on", job_id=job.job_id, error=exc.detail)
 
 
 class _CancelFlag:

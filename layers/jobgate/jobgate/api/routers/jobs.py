@@ -64,6 +64,21 @@ def cancel_job(job_id: str, jobs: JobsDep, tenant: TenantDep, services: Services
     return JobView.of(jobs.cancel(tenant, job_id), services.settings.websocket_url)
 
 
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobView,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: _PROBLEMS[404], 409: _PROBLEMS[409], 422: _PROBLEMS[422]},
+)
+def retry_job(
+    job_id: str, jobs: JobsDep, tenant: TenantDep, services: ServicesDep, response: Response
+) -> JobView:
+    """A new job with the same request as an ended one; the two are linked (retry_of, retried_by)."""
+    retry = jobs.retry(tenant, job_id)
+    response.headers["Location"] = f"/v1/jobs/{retry.job_id}"
+    return JobView.of(retry, services.settings.websocket_url)
+
+
 @router.get(
     "/{job_id}/logs",
     response_class=PlainTextResponse,
