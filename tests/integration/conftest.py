@@ -31,6 +31,11 @@ def stack_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Resource
     monkeypatch.setenv("JOBGATE_LEASE_S", "5")
     monkeypatch.setenv("JOBGATE_CANCEL_POLL_S", "0.2")
     monkeypatch.setenv("JOBGATE_SYNC_POLL_S", "0.01")
+    # The hanging-command tests fetch from a loopback listener, which the egress policy refuses
+    # unless allow-listed; the rate limiter stays on, well above what the tests send.
+    monkeypatch.setenv("JOBGATE_EGRESS_ALLOW", "127.0.0.0/8")
+    monkeypatch.setenv("JOBGATE_RATE_LIMIT_PER_S", "1000")
+    monkeypatch.setenv("JOBGATE_RATE_LIMIT_BURST", "1000")
     return resources
 
 

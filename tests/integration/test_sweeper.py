@@ -8,13 +8,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-from ulid import ULID
-
 from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.services.sweeper import SweepConfig, Sweeper
+from ulid import ULID
+
 from tests.integration.conftest import Client
 from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler

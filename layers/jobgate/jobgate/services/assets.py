@@ -92,13 +92,17 @@ class AssetService:
         limits: UploadLimits,
         *,
         clock: Callable[[], datetime] = utcnow,
+        charge: Callable[[str, int], None] | None = None,
     ) -> None:
+        self._charge = charge  # counts the declared bytes against the tenant's quota; raises to refuse
         self._store = store
         self._blobs = blobs
         self._limits = limits
         self._clock = clock
 
     def start_upload(self, tenant: str, request: UploadRequest) -> UploadTicket:
+        if self._charge is not None:
+            self._charge(tenant, request.size)
         asset_id = str(ULID())
         key = upload_key(tenant, asset_id, request.filename)
         now = self._clock()
