@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit integration e2e lint validate build bench manifest install clean
+.PHONY: dev test unit integration e2e security lint validate build bench manifest install clean docs docs-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 
+# Tenancy, keys, limits, hostile input and the schemathesis run (also part of `make test`).
+security: $(STAMP)
+	$(BIN)/python -m pytest -q tests/security
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,6 +49,13 @@ validate: $(STAMP) $(SAM_VENV)/bin/sam
 
 build: $(SAM_VENV)/bin/sam
 	PYENV_VERSION=3.11.7:3.12.1 $(SAM_VENV)/bin/sam build
+
+# docs/api.md is written from the API's OpenAPI schema; docs-check (CI) fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/python -m jobgate.cli.apidoc docs/api.md
+
+docs-check: $(STAMP)
+	$(BIN)/python -m jobgate.cli.apidoc --check docs/api.md
 
 manifest: $(STAMP)
 	$(BIN)/python -m jobgate.commandsets.manifest export
