@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = Field(default="tenant", min_length=1)  # claim naming the tenant in a JWT
     rate_limit_per_s: float = Field(default=10.0, ge=0)  # requests per second per API key
     rate_limit_burst: int = Field(default=20, ge=1)  # the token bucket's size
-    max_active_jobs: int = Field(default=20, ge=0)  # queued + running jobs per tenant
+    max_active_jobs: int = Field(default=20, ge=0)  # blocked + queued + running jobs per tenant
     upload_bytes_per_day: int = Field(default=50 * 1024**3, ge=0)  # declared upload bytes per tenant/UTC day
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)  # a request body larger is a 413
     max_args_bytes: int = Field(default=32 * 1024, ge=256)  # a job's args as JSON; larger is a 422

@@ -18,10 +18,10 @@ from jobgate.adapters.queue import JobQueue
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
-from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.jobs import JobLimits, JobService
 from jobgate.services.keys import Authenticator, KeyService
 from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
+from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.registry import Registry
 from jobgate.settings import Settings
 
@@ -80,6 +80,7 @@ class ApiServices:
             self.advancer,
             check_inputs=self.jobs.check_inputs,
             timeout_for=self.jobs.timeout_for,
+            admission=self.admission,
             ttl=timedelta(days=self.settings.job_ttl_days),
         )
 

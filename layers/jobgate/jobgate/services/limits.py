@@ -21,7 +21,7 @@ MAX_BUCKET_RACES = 5
 BUCKET_TTL_S = 24 * 3600
 # Buckets a container remembers; past this it forgets them all (each then costs one lost race).
 MAX_REMEMBERED_BUCKETS = 10_000
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+ACTIVE_STATUSES = (JobStatus.BLOCKED, JobStatus.QUEUED, JobStatus.RUNNING)
 # How soon a client refused for too many active jobs should look again.
 ACTIVE_JOBS_RETRY_S = 5
 

@@ -17,6 +17,7 @@ from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict,
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.events import JobStream, Publisher
+from jobgate.services.limits import JobAdmission
 from jobgate.services.registry import ASSET_SCHEME, STEP_SCHEME, CommandContract, Invocation, Registry
 
 MAX_STEPS = 50
@@ -151,6 +152,7 @@ class PipelineService:
         *,
         check_inputs: Callable[[str, Invocation], None],
         timeout_for: Callable[[int | None, Invocation], int],
+        admission: JobAdmission | None = None,
         ttl: timedelta,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -160,6 +162,7 @@ class PipelineService:
         self._advancer = advancer
         self._check_inputs = check_inputs
         self._timeout_for = timeout_for
+        self._admission = admission
         self._ttl = ttl
         self._clock = clock
 
@@ -260,48 +263,14 @@ class PipelineService:
         return self.get(tenant, str(run["pipeline_id"]))
 
     def _check(self, tenant: str, request: PipelineRequest) -> dict[str, Invocation]:
-        names = [s.name for s in request.steps]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValidationFailed(
-                f"Step names must be unique: {', '.join(dupes)}.",
-                [{"loc": ["body", "steps"], "msg": f"duplicate step name {d}"} for d in dupes],
-            )
-        invocations: dict[str, Invocation] = {}
-        errors: list[dict[str, Any]] = []
-        for i, step in enumerate(request.steps):
-            try:
-                invocations[step.name] = self._registry.check(
-                    step.stage, step.command, step.args, allow_steps=True
-                )
-            except ValidationFailed as exc:
-                errors.extend({**e, "loc": ["body", "steps", i, *e["loc"][1:]]} for e in exc.errors)
-        if errors:
-            raise ValidationFailed(f"{len(errors)} invalid argument(s) in the pipeline.", errors)
-        for i, step in enumerate(request.steps):
-            for j, ref in enumerate(step.files):
-                if not ref.startswith(STEP_SCHEME) or "/" not in ref[len(STEP_SCHEME) :]:
-                    errors.append(
-                        {
-                            "loc": ["body", "steps", i, "files", j],
-                            "msg": f"must be {STEP_SCHEME}<step>/<path>",
-                        }
-                    )
-                else:
-                    invocations[step.name].steps[f"files[{j}]"] = ref[len(STEP_SCHEME) :]
-        if errors:
-            raise ValidationFailed(f"{len(errors)} invalid file reference(s) in the pipeline.", errors)
-        for i, step in enumerate(request.steps):
-            errors.extend(_check_refs(i, step, invocations))
-            errors.extend(
-                {"loc": ["body", "steps", i, "after"], "msg": f"no step named '{name}'"}
-                for name in step.after
-                if name not in invocations or name == step.name
-            )
-        if errors:
-            raise ValidationFailed(f"{len(errors)} invalid step reference(s) in the pipeline.", errors)
+        invocations = _check_steps(self._registry, request)
         for inv in invocations.values():
             self._check_inputs(tenant, inv)
+        if self._admission is not None:
+            # The same limits as single jobs: args size, where URLs may point, active jobs.
+            for i, step in enumerate(request.steps):
+                self._admission.check_args(step.args, invocations[step.name], loc=("steps", i))
+            self._admission.check_active(tenant, adding=len(request.steps))
         return invocations
 
     def get(self, tenant: str, pipeline_id: str) -> Pipeline:
@@ -332,6 +301,53 @@ class PipelineService:
             if done.terminal:
                 JobStream(job.job_id, self._advancer._publisher).status(done)
         return pipeline
+
+
+def _check_steps(registry: Registry, request: PipelineRequest) -> dict[str, Invocation]:
+    """Every step against its contract, then every reference between steps; 422 naming each field."""
+    names = [s.name for s in request.steps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValidationFailed(
+            f"Step names must be unique: {', '.join(dupes)}.",
+            [{"loc": ["body", "steps"], "msg": f"duplicate step name {d}"} for d in dupes],
+        )
+    invocations: dict[str, Invocation] = {}
+    errors: list[dict[str, Any]] = []
+    for i, step in enumerate(request.steps):
+        try:
+            invocations[step.name] = registry.check(step.stage, step.command, step.args, allow_steps=True)
+        except ValidationFailed as exc:
+            errors.extend({**e, "loc": ["body", "steps", i, *e["loc"][1:]]} for e in exc.errors)
+    if errors:
+        raise ValidationFailed(f"{len(errors)} invalid argument(s) in the pipeline.", errors)
+    for i, step in enumerate(request.steps):
+        errors.extend(_file_refs(i, step, invocations[step.name]))
+    if errors:
+        raise ValidationFailed(f"{len(errors)} invalid file reference(s) in the pipeline.", errors)
+    for i, step in enumerate(request.steps):
+        errors.extend(_check_refs(i, step, invocations))
+        errors.extend(
+            {"loc": ["body", "steps", i, "after"], "msg": f"no step named '{name}'"}
+            for name in step.after
+            if name not in invocations or name == step.name
+        )
+    if errors:
+        raise ValidationFailed(f"{len(errors)} invalid step reference(s) in the pipeline.", errors)
+    return invocations
+
+
+def _file_refs(index: int, step: StepRequest, invocation: Invocation) -> list[dict[str, Any]]:
+    """Files to stage without naming them in args join the step's references."""
+    errors = []
+    for j, ref in enumerate(step.files):
+        if not ref.startswith(STEP_SCHEME) or "/" not in ref[len(STEP_SCHEME) :]:
+            errors.append(
+                {"loc": ["body", "steps", index, "files", j], "msg": f"must be {STEP_SCHEME}<step>/<path>"}
+            )
+        else:
+            invocation.steps[f"files[{j}]"] = ref[len(STEP_SCHEME) :]
+    return errors
 
 
 def _check_refs(index: int, step: StepRequest, invocations: Mapping[str, Invocation]) -> list[dict[str, Any]]:
