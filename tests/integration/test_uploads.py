@@ -4,8 +4,10 @@ that moto does not enforce, tested in our own code."""
 from __future__ import annotations
 
 import base64
+import io
 import hashlib
 import json
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,6 +115,8 @@ def test_csv_upload_into_timeseries(client: Client, tmp_path: Path) -> None:
     assert job["status"] == "succeeded", job["stderr"]
     outputs = download_outputs(client, job)
     assert outputs["ts.png"].startswith(b"\x89PNG")
+    not_asked = client.call("GET", f"/v1/jobs/{job['job_id']}/download", query={"zip": "1"})
+    assert not_asked.status == 409 and "zip_outputs" in not_asked.json()["detail"]
 
 
 def test_netcdf_upload_into_heatmap_with_var(client: Client, tmp_path: Path) -> None:
@@ -140,10 +144,14 @@ def test_multi_output_heatmap_frames(client: Client, tmp_path: Path) -> None:
         "output_names": ["a.png", "b.png", "c.png"],
         **FLAGS,
     }
-    job = run(client, {"stage": "visualize", "command": "heatmap", "args": args})
+    job = run(client, {"stage": "visualize", "command": "heatmap", "args": args, "zip_outputs": True})
     assert job["status"] == "succeeded", job["stderr"]
     outputs = download_outputs(client, job)
     assert sorted(outputs) == ["frames/a.png", "frames/b.png", "frames/c.png"]
+    packed = client.call("GET", f"/v1/jobs/{job['job_id']}/download", query={"zip": "1"})
+    assert packed.status == 307
+    archive = zipfile.ZipFile(io.BytesIO(httpx.get(packed.headers["location"]).content))
+    assert {n: archive.read(n) for n in archive.namelist()} == outputs
     assert all(data.startswith(b"\x89PNG") for data in outputs.values())
     several = client.call("GET", f"/v1/jobs/{job['job_id']}/download")
     assert several.status == 409

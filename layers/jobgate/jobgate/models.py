@@ -72,6 +72,9 @@ class JobRequest(BaseModel):
         default=None, ge=1, le=5, description="Runs allowed for failures the worker marks retriable."
     )
     retry_on_exit: bool = Field(default=False, description="Also retry a non-zero exit (up to max_attempts).")
+    zip_outputs: bool = Field(
+        default=False, description="Also pack every output into one zip (download ?zip=1)."
+    )
 
     def fingerprint(self) -> str:
         """Hash of what makes two submissions the same job (mode and wait_s do not)."""
@@ -82,6 +85,7 @@ class JobRequest(BaseModel):
             "timeout_s": self.timeout_s,
             "max_attempts": self.max_attempts,
             "retry_on_exit": self.retry_on_exit,
+            "zip_outputs": self.zip_outputs,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -118,6 +122,8 @@ class Job(BaseModel):
     retry_on_exit: bool = False
     retry_of: str | None = None
     retried_by: str | None = None
+    zip_outputs: bool = False
+    archive: Output | None = None  # the zip of every output, when asked
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -141,6 +147,7 @@ class JobResult(BaseModel):
     stderr_tail: str
     error: JobError | None = None
     outputs: list[Output] = Field(default_factory=list)
+    archive: Output | None = None
 
 
 class Asset(BaseModel):

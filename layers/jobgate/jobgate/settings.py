@@ -60,10 +60,11 @@ class Settings(BaseSettings):
     max_args_bytes: int = Field(default=32 * 1024, ge=256)  # a job's args as JSON; larger is a 422
     # Comma-separated CIDRs or host names that commands may reach although they are not public.
     egress_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    s3_input_buckets: Annotated[tuple[str, ...], NoDecode] = ()  # buckets an s3:// argument may name
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated; empty: no CORS headers
     cors_allow_credentials: bool = False
 
-    @field_validator("egress_allow", "cors_origins", mode="before")
+    @field_validator("egress_allow", "cors_origins", "s3_input_buckets", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -143,7 +143,7 @@ class ApiServices:
 
     @cached_property
     def egress(self) -> EgressPolicy:
-        return EgressPolicy(self.settings.egress_allow)
+        return EgressPolicy(self.settings.egress_allow, s3_buckets=self.settings.s3_input_buckets)
 
     @cached_property
     def admission(self) -> JobAdmission:
@@ -176,7 +176,7 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
         registry,
         config,
         publisher=publisher,
-        egress=EgressPolicy(settings.egress_allow),
+        egress=EgressPolicy(settings.egress_allow, s3_buckets=settings.s3_input_buckets),
         advancer=Advancer(store, queue, publisher),
         queue=queue,
     )

@@ -419,6 +419,7 @@ class JobStore:
             "stderr": result.stderr_tail,
             "error": result.error.model_dump() if result.error else None,
             "outputs": [o.model_dump() for o in result.outputs],
+            "archive": result.archive.model_dump() if result.archive else None,
             "finished_at": now.isoformat(),
             "progress": 1.0 if result.status == JobStatus.SUCCEEDED else job.progress,
             "gsi2": _status_index_key(job.tenant, result.status),
@@ -428,11 +429,12 @@ class JobStore:
         return self._update(
             job.job_id,
             "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
-            " #error = :error, outputs = :outputs, finished_at = :finished_at, progress = :progress,"
+            " #error = :error, outputs = :outputs, #archive = :archive, finished_at = :finished_at,"
+            " progress = :progress,"
             " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until, gsi3pk, gsi3sk",
             condition,
             _values(**vals),
-            {"#status": "status", "#error": "error"},
+            {"#status": "status", "#error": "error", "#archive": "archive"},
         )
 
     def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:

@@ -41,6 +41,8 @@ class JobView(BaseModel):
     retry_on_exit: bool = False
     retry_of: str | None = None
     retried_by: str | None = None
+    zip_outputs: bool = False
+    archive: Output | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -52,7 +52,10 @@ def _embedded_ipv4(ip: IPAddress) -> IPAddress:
 class EgressPolicy:
     """Which addresses a command may reach: every public one, plus the allow-listed networks and hosts."""
 
-    def __init__(self, allow: Iterable[str] = (), *, resolver: Resolver = resolve) -> None:
+    def __init__(
+        self, allow: Iterable[str] = (), *, resolver: Resolver = resolve, s3_buckets: Iterable[str] = ()
+    ) -> None:
+        self._s3_buckets = {b.lower() for b in s3_buckets}
         self._networks: list[IPNetwork] = []
         self._hosts: set[str] = set()
         for entry in allow:
@@ -108,6 +111,11 @@ class EgressPolicy:
         scheme = parts.scheme.lower()
         if scheme in REFUSED_SCHEMES:
             return f"'{scheme}://' URLs are not allowed"
+        if scheme == "s3":
+            bucket = (parts.netloc or "").lower()
+            if bucket not in self._s3_buckets:
+                return f"bucket '{bucket}' is not on the allow-list for s3:// inputs"
+            return None
         if scheme not in NETWORK_SCHEMES:
             return None
         if not host:

@@ -38,6 +38,11 @@ def output_key(tenant: str, job_id: str, name: str) -> str:
     return f"results/{tenant}/{job_id}/{name}"
 
 
+def archive_key(tenant: str, job_id: str) -> str:
+    # Beside the job's folder, never inside it: no output name can collide with it.
+    return f"results/{tenant}/{job_id}.zip"
+
+
 class JobLimits(BaseModel):
     default_timeout_s: int
     max_timeout_s: int
@@ -104,6 +109,7 @@ class JobService:
             timeout_s=timeout_s,
             max_attempts=request.max_attempts,
             retry_on_exit=request.retry_on_exit,
+            zip_outputs=request.zip_outputs,
             request_hash=request.fingerprint(),
             created_at=self._clock(),
         )
@@ -144,6 +150,7 @@ class JobService:
             timeout_s=original.timeout_s,
             max_attempts=original.max_attempts,
             retry_on_exit=original.retry_on_exit,
+            zip_outputs=original.zip_outputs,
         )
         retry, _ = self.submit(tenant, request)
         retry = self._store.link_retry_of(retry, original)
@@ -238,6 +245,21 @@ class JobService:
             for o in job.outputs
         ]
 
+    def archive_url(self, tenant: str, job_id: str) -> str:
+        """The zip of every output, which the worker builds when the request asked for it."""
+        job = self._store.get(job_id, tenant=tenant)
+        if job.archive is None:
+            hint = (
+                "submit with zip_outputs: true"
+                if not job.zip_outputs
+                else "the job has not finished with outputs"
+            )
+            raise Conflict(f"Job '{job_id}' has no zip of its outputs ({hint}).")
+        key = archive_key(tenant, job_id)
+        if self._blobs.size(key) is None:
+            raise Gone(f"The zip of job '{job_id}' has expired; the retention policy removed it.")
+        return self._blobs.presign_get(key, expires_s=self._presign_s, filename=f"{job_id}.zip")
+
     def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
         links = self.outputs(tenant, job_id)
         if name is None:
@@ -245,7 +267,7 @@ class JobService:
                 raise NotFound(f"Job '{job_id}' has no outputs.")
             if len(links) > 1:
                 raise Conflict(
-                    f"Job '{job_id}' has {len(links)} outputs; name one with ?name=.",
+                    f"Job '{job_id}' has {len(links)} outputs; name one with ?name=, or ask for ?zip=1.",
                     extra={"outputs": [link.name for link in links]},
                 )
         else:

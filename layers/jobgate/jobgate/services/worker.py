@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from jobgate.observability import logger
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, JobStream, Publisher
 from jobgate.services.executor import ExecResult, execute
-from jobgate.services.jobs import log_key, output_key
+from jobgate.services.jobs import archive_key, log_key, output_key
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, Registry, build_argv
 
@@ -186,8 +187,10 @@ class WorkerService:
                 "job exited", job_id=job.job_id, exit_code=result.exit_code, duration_s=result.duration_s
             )
             outputs = self._store_outputs(job, workdir, staged)
+            archive = self._store_archive(job, workdir, outputs, logs) if job.zip_outputs else None
             stdout, stderr = self._store_logs(job, logs)
             result_ = _result(result, budget < job.timeout_s, stdout, stderr, outputs)
+            result_.archive = archive
             return self._finish(job, attempt, result_, stream)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -284,6 +287,22 @@ class WorkerService:
                 Output(name=name, size=path.stat().st_size, media_type=media_type, sha256=_sha256(path))
             )
         return outputs
+
+    def _store_archive(self, job: Job, workdir: Path, outputs: list[Output], scratch: Path) -> Output | None:
+        """One zip of every output, built here so the client downloads one file."""
+        if not outputs:
+            return None
+        path = scratch / "outputs.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for output in outputs:
+                archive.write(workdir / output.name, arcname=output.name)
+        self._blobs.upload_file(path, archive_key(job.tenant, job.job_id), "application/zip")
+        return Output(
+            name=f"{job.job_id}.zip",
+            size=path.stat().st_size,
+            media_type="application/zip",
+            sha256=_sha256(path),
+        )
 
     def _store_logs(self, job: Job, logs: Path) -> tuple[str, str]:
         tails = []

@@ -109,8 +109,13 @@ def list_outputs(job_id: str, jobs: JobsDep, tenant: TenantDep) -> OutputList:
     responses={307: {"description": "Presigned GET of the output"}, **_PROBLEMS},
 )
 def download_output(
-    job_id: str, jobs: JobsDep, tenant: TenantDep, name: Annotated[str | None, Query(max_length=1024)] = None
+    job_id: str,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    name: Annotated[str | None, Query(max_length=1024)] = None,
+    zip_: Annotated[
+        bool, Query(alias="zip", description="The zip of every output (asked at submit)")
+    ] = False,
 ) -> RedirectResponse:
-    return RedirectResponse(
-        jobs.download_url(tenant, job_id, name), status_code=status.HTTP_307_TEMPORARY_REDIRECT
-    )
+    url = jobs.archive_url(tenant, job_id) if zip_ else jobs.download_url(tenant, job_id, name)
+    return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

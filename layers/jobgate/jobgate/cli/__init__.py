@@ -1,0 +1,43 @@
+"""The `jobgate` command line: run jobs like local commands, plus `jobgate dev` and `jobgate keys`.
+
+Nothing heavy is imported here: `jobgate dev` hands over to the local stack, `jobgate keys` to
+the admin commands, and everything else to `jobgate.cli.commands`, each imported when used.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+# Sub-commands that belong to other packages; their own parsers read the whole command line.
+DELEGATED = ("dev", "keys")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `jobgate` console script; answers the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["dev"]:
+        return _dev(args)
+    if args[:1] == ["keys"]:
+        return _keys(args)
+    from jobgate.cli.commands import run_cli
+
+    return run_cli(args)
+
+
+def _dev(args: list[str]) -> int:
+    try:
+        from jobgate_local.cli import main as dev_main
+    except ImportError:
+        sys.stderr.write("jobgate: `jobgate dev` needs the local stack: pip install 'jobgate[local]'\n")
+        return 2
+    return dev_main(args)
+
+
+def _keys(args: list[str]) -> int:
+    try:
+        from jobgate.admin_cli import main as keys_main
+    except ImportError as exc:
+        sys.stderr.write(f"jobgate: `jobgate keys` is not available here: {exc}\n")
+        return 2
+    return keys_main(args)

@@ -1,0 +1,159 @@
+"""Following a job: WebSocket messages and polled job states turned into one ordered event stream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobgate.client.models import Job, JobEvent
+
+LOG_TAIL_BYTES = 16 * 1024  # what a job record keeps of each log
+
+
+def log_is_truncated(text: str) -> bool:
+    """Whether a job's stdout/stderr is only the tail of a longer log (the whole one is at /logs)."""
+    return len(text.encode("utf-8", errors="replace")) >= LOG_TAIL_BYTES - 4
+
+
+class SocketRefused(Exception):
+    """The WebSocket API answered an `error` message (`code`: not_found, unknown_connection, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class Tracker:
+    """What a watcher has seen of one job, so that switching between the WebSocket and polling,
+    or reconnecting, neither repeats nor skips events.
+
+    The WebSocket numbers a job's events (`seq`); `cursor` is the last one received, sent again
+    as `after_seq` on reconnect. Polling has no numbers: log text is told apart by what was seen.
+    """
+
+    def __init__(self, job_id: str, after_seq: int | None = 0) -> None:
+        self.job_id = job_id
+        self.cursor = after_seq
+        self.done = False
+        self._snapshot_sent = False
+        self._progress = -1.0
+        self._status: str | None = None
+        self._seen = {"stdout": "", "stderr": ""}
+        self._count = {"stdout": 0, "stderr": 0}
+
+    @property
+    def started(self) -> bool:
+        """Whether anything (the snapshot first) was passed on yet."""
+        return self._snapshot_sent
+
+    def subscribe_message(self) -> str:
+        message: dict[str, Any] = {"action": "subscribe", "job_id": self.job_id}
+        if self.cursor is not None:
+            message["after_seq"] = self.cursor
+        return json.dumps(message)
+
+    def from_socket(self, raw: str | bytes) -> list[JobEvent]:
+        """Events for one WebSocket message; raises SocketRefused for an `error` message."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return []
+        if not isinstance(message, dict):
+            return []
+        kind = message.get("type")
+        if kind == "error" and message.get("job_id") in (None, self.job_id):
+            raise SocketRefused(str(message.get("code", "error")), str(message.get("message", "")))
+        if message.get("job_id") != self.job_id:
+            return []
+        if kind == "snapshot":
+            return self._snapshot(message)
+        if kind not in ("log", "progress", "status"):
+            return []  # unsubscribed, and types a newer server may add
+        seq = message.get("seq")
+        if isinstance(seq, int):
+            if self.cursor is not None and seq <= self.cursor:
+                return []  # already delivered before a reconnect
+            self.cursor = seq
+        event = JobEvent.model_validate({**message, "source": "websocket"})
+        return [self._note(event)]
+
+    def from_job(self, job: Job) -> list[JobEvent]:
+        """Events for a polled job state: what changed since the last state or event seen."""
+        events: list[JobEvent] = []
+        if not self._snapshot_sent:
+            events.append(self._note(self._snapshot_event(job, seq=None, source="poll")))
+        for stream in ("stdout", "stderr"):
+            text = self._new_text(stream, getattr(job, stream))
+            if text:
+                log = JobEvent(type="log", job_id=job.job_id, stream=stream, text=text, source="poll")
+                events.append(self._note(log))
+        if job.progress > self._progress:
+            progress = JobEvent(type="progress", job_id=job.job_id, progress=job.progress, source="poll")
+            events.append(self._note(progress))
+        if job.status != self._status and (job.terminal or job.status == "running"):
+            status = JobEvent(
+                type="status",
+                job_id=job.job_id,
+                status=job.status,
+                exit_code=job.exit_code,
+                error=job.error,
+                source="poll",
+            )
+            events.append(self._note(status))
+        return events
+
+    def _snapshot(self, message: dict[str, Any]) -> list[JobEvent]:
+        job = Job.model_validate(message.get("job") or {})
+        seq = int(message.get("seq") or 0)
+        # The server replays from after_seq when one was sent; otherwise from now (or, for a
+        # finished job, from its last event, the status). Events up to there were not sent.
+        if self.cursor is None:
+            self.cursor = seq - 1 if job.terminal and seq > 0 else seq
+        else:
+            self.cursor = min(self.cursor, seq)
+        if self._snapshot_sent:
+            return []
+        return [self._note(self._snapshot_event(job, seq=seq, source="websocket"))]
+
+    def _snapshot_event(self, job: Job, *, seq: int | None, source: str) -> JobEvent:
+        return JobEvent.model_validate(
+            {
+                "type": "snapshot",
+                "job_id": job.job_id,
+                "seq": seq,
+                "job": job,
+                "status": job.status,
+                "progress": job.progress,
+                "exit_code": job.exit_code,
+                "error": job.error,
+                "source": source,
+            }
+        )
+
+    def _note(self, event: JobEvent) -> JobEvent:
+        if event.type == "snapshot":
+            self._snapshot_sent = True
+        if event.type == "log" and event.stream in self._seen and event.text:
+            self._saw(event.stream, event.text)
+        if event.progress is not None and event.type in ("progress", "snapshot"):
+            self._progress = max(self._progress, event.progress)
+        # A snapshot of a finished job still ends with its status event: watchers wait for that.
+        if event.status is not None and (event.type == "status" or not event.terminal_status):
+            self._status = event.status
+        if event.terminal:
+            self.done = True
+        return event
+
+    def _saw(self, stream: str, text: str) -> None:
+        self._seen[stream] = (self._seen[stream] + text)[-4096:]
+        self._count[stream] += len(text)
+
+    def _new_text(self, stream: str, tail: str) -> str:
+        if not log_is_truncated(tail):
+            # The record holds the whole log so far: what is past the characters seen is new.
+            return tail[self._count[stream] :]
+        anchor = self._seen[stream][-1024:]
+        if not anchor:
+            return tail
+        at = tail.rfind(anchor)
+        return tail[at + len(anchor) :] if at >= 0 else tail

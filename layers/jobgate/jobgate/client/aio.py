@@ -1,0 +1,592 @@
+"""The asyncio jobgate client: the same calls as `Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from jobgate.client import _core
+from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
+from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
+from jobgate.client.config import resolve_settings
+from jobgate.client.errors import (
+    JobFailed,
+    JobgateClientError,
+    NotFound,
+    StorageError,
+    TransportError,
+    UploadFailed,
+    WaitTimeout,
+    error_from_response,
+)
+from jobgate.client.models import (
+    Asset,
+    AssetPage,
+    CommandContract,
+    CommandList,
+    Job,
+    JobEvent,
+    JobPage,
+    Output,
+    RunResult,
+)
+from jobgate.media import guess_media_type
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+AsyncEventCallback = Callable[[JobEvent], Awaitable[None] | None]
+
+
+class AsyncClient:
+    """`Client` for asyncio: every call is awaited; `list`, `list_assets` and `watch` iterate with
+    `async for`. See `Client` for what each call does."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        profile: str | None = None,
+        websocket_url: str | None = None,
+        timeout: httpx.Timeout | float = _core.DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        storage_transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
+        self.url = settings.url
+        self.api_key = settings.api_key
+        self.websocket_url = settings.websocket_url
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_core.api_headers(self.api_key), timeout=timeout, transport=transport
+        )
+        self._storage = httpx.AsyncClient(
+            headers={"User-Agent": _core.USER_AGENT},
+            timeout=_core.TRANSFER_TIMEOUT,
+            transport=storage_transport or transport,
+            follow_redirects=True,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._storage.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        safe = method in ("GET", "HEAD") if idempotent is None else idempotent
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(method, path, params=query, json=json)
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
+                if delay is None:
+                    raise TransportError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                delay = self._retry.delay_after_response(attempt, response, idempotent=safe)
+                if delay is None:
+                    raise error_from_response(response)
+            await self._sleep(delay)
+            attempt += 1
+
+    async def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = (await self.request("GET", "/health/ready")).json()
+        return answer
+
+    async def commands(self) -> CommandList:
+        return CommandList.model_validate((await self.request("GET", "/v1/commands")).json())
+
+    async def command(self, stage: str, command: str) -> CommandContract:
+        answer = await self.request("GET", f"/v1/commands/{stage}/{command}")
+        return CommandContract.model_validate(answer.json())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+        wait_s: float | None = None,
+    ) -> Job:
+        args = await self._upload_paths(args or {})
+        body = _core.submit_body(
+            stage,
+            command,
+            args,
+            run_id=run_id,
+            timeout_s=timeout_s,
+            mode="sync" if wait_s is not None else "async",
+            wait_s=wait_s,
+        )
+        response = await self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
+        return Job.model_validate(response.json())
+
+    async def run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+        on_event: AsyncEventCallback | None = None,
+        download_to: str | Path | None = None,
+        check: bool = False,
+        wait_timeout: float | None = None,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+    ) -> RunResult:
+        job = await self.submit(
+            stage, command, args, run_id=run_id or _core.new_run_id(), timeout_s=timeout_s
+        )
+        if not job.terminal:
+            job = await self.wait(
+                job.job_id,
+                on_event=on_event,
+                timeout=wait_timeout,
+                websocket=websocket,
+                poll_interval=poll_interval,
+            )
+        result = await self.result(job, download_to=download_to)
+        if check and not result.ok:
+            raise JobFailed(result)
+        return result
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        on_event: AsyncEventCallback | None = None,
+        timeout: float | None = None,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+    ) -> Job:
+        deadline = _core.Deadline(timeout)
+        async for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
+            if on_event is not None:
+                pending = on_event(event)
+                if pending is not None:
+                    await pending
+            if event.terminal:
+                break
+            if deadline.passed:
+                raise WaitTimeout(f"job {job_id} had not ended after {timeout} s; it goes on")
+        return await self.get(job_id)
+
+    async def result(self, job: Job | str, *, download_to: str | Path | None = None) -> RunResult:
+        job = await self.get(job) if isinstance(job, str) else job
+        stdout = await self.logs(job.job_id, "stdout") if log_is_truncated(job.stdout) else job.stdout
+        stderr = await self.logs(job.job_id, "stderr") if log_is_truncated(job.stderr) else job.stderr
+        files = []
+        if download_to is not None and job.outputs:
+            files = await self.download_outputs(job.job_id, download_to)
+        return RunResult(job=job, stdout=stdout, stderr=stderr, files=files)
+
+    async def get(self, job_id: str) -> Job:
+        return Job.model_validate((await self.request("GET", f"/v1/jobs/{job_id}")).json())
+
+    async def list_page(
+        self, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> JobPage:
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        return JobPage.model_validate((await self.request("GET", "/v1/jobs", params=params)).json())
+
+    async def list(
+        self, status: str | None = None, *, limit: int | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - count))
+            page = await self.list_page(status=status, limit=size, cursor=cursor)
+            for job in page.items:
+                yield job
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.model_validate((await self.request("DELETE", f"/v1/jobs/{job_id}")).json())
+
+    async def logs(self, job_id: str, stream: str = "stdout") -> str:
+        response = await self.request("GET", f"/v1/jobs/{job_id}/logs", params={"stream": stream})
+        if response.is_redirect:
+            large = await self._storage.get(response.headers["location"])
+            if large.status_code >= 400:
+                raise StorageError(large.status_code, _core.storage_error_message(large))
+            return large.text
+        return response.text
+
+    async def outputs(self, job_id: str) -> builtins.list[Output]:
+        items = (await self.request("GET", f"/v1/jobs/{job_id}/outputs")).json()["items"]
+        return [Output.model_validate(item) for item in items]
+
+    # -- files ------------------------------------------------------------------------------
+
+    async def download(
+        self,
+        job_id: str,
+        dest: str | Path = ".",
+        *,
+        name: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        response = await self.request("GET", f"/v1/jobs/{job_id}/download", params={"name": name})
+        location = response.headers.get("location")
+        if location is None:
+            raise JobgateClientError(f"expected a redirect to the file, got {response.status_code}")
+        return await self._download_url(location, dest, name=name, progress=progress)
+
+    async def download_outputs(
+        self, job_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
+    ) -> builtins.list[Path]:
+        root = Path(dest)
+        files = []
+        for output in await self.outputs(job_id):
+            target = _core.safe_join(root, output.name)
+            if output.url is None:
+                raise JobgateClientError(f"output '{output.name}' has no download URL")
+            files.append(await self._stream_to(output.url, target, progress))
+        return files
+
+    async def upload(
+        self,
+        path: str | Path,
+        *,
+        media_type: str | None = None,
+        filename: str | None = None,
+        progress: ProgressCallback | None = None,
+        settle_timeout: float = 60.0,
+    ) -> Asset:
+        path = Path(path)
+        size = path.stat().st_size
+        if size == 0:
+            raise JobgateClientError(f"{path}: cannot upload an empty file")
+        media_type = media_type or guess_media_type(path)
+        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        ticket = (await self.request("POST", "/v1/uploads", json=declared)).json()
+        plan = ticket["upload"]
+        asset_id = str(ticket["asset_id"])
+        if plan.get("method") == "POST":
+            await self._post_form(plan, path, size, media_type, progress)
+            asset = await self._settled(asset_id, settle_timeout)
+        elif plan.get("method") == "MULTIPART":
+            asset = await self._upload_parts(plan, path, size, progress)
+        else:
+            raise JobgateClientError(f"unknown upload method {plan.get('method')!r}")
+        if asset.status == "FAILED":
+            raise UploadFailed(f"{path.name}: the upload was refused: {asset.reason}")
+        return asset
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return Asset.model_validate((await self.request("GET", f"/v1/assets/{asset_id}")).json())
+
+    async def list_assets(
+        self, status: str | None = None, *, limit: int | None = None
+    ) -> AsyncIterator[Asset]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"status": status, "limit": 100, "cursor": cursor}
+            page = AssetPage.model_validate((await self.request("GET", "/v1/assets", params=params)).json())
+            for asset in page.items:
+                yield asset
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def download_asset(
+        self, asset_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
+    ) -> Path:
+        response = await self.request("GET", f"/v1/assets/{asset_id}/download")
+        location = response.headers.get("location")
+        if location is None:
+            raise JobgateClientError(f"expected a redirect to the file, got {response.status_code}")
+        return await self._download_url(location, dest, name=None, progress=progress)
+
+    # -- following a job --------------------------------------------------------------------
+
+    async def watch(
+        self,
+        job_id: str,
+        *,
+        after_seq: int | None = 0,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+        idle_s: float = 15.0,
+    ) -> AsyncIterator[JobEvent]:
+        job = await self.get(job_id)
+        tracker = Tracker(job_id, after_seq)
+        url = self.websocket_url or job.links.websocket
+        if websocket and url and not job.terminal:
+            async for event in self._watch_socket(tracker, url, idle_s):
+                yield event
+            if tracker.done:
+                return
+            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+                job = await self.get(job_id)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            for event in tracker.from_job(job):
+                yield event
+            if job.terminal:
+                return
+            await self._sleep(schedule.next())
+            job = await self.get(job_id)
+
+    async def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> AsyncIterator[JobEvent]:
+        """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
+        from websockets.exceptions import ConnectionClosed
+
+        failures = 0
+        connected = False
+        while failures <= self._retry.retries:
+            socket = await self._connect(url)
+            if socket is None:
+                if not connected:
+                    return  # unreachable from the start: poll
+                failures += 1
+                await self._sleep(self._retry.backoff(failures))
+                continue
+            connected = True
+            try:
+                async for event in self._stream(socket, tracker, idle_s):
+                    failures = 0
+                    yield event
+                return
+            except (ConnectionClosed, OSError):
+                failures += 1
+                await self._sleep(self._retry.backoff(failures))
+            except SocketRefused as refused:
+                if refused.code == "not_found":
+                    raise NotFound(404, title="Not Found", detail=str(refused)) from None
+                if refused.code != "unknown_connection":
+                    return
+                failures += 1
+            finally:
+                await socket.close()
+
+    async def _stream(
+        self, socket: ClientConnection, tracker: Tracker, idle_s: float
+    ) -> AsyncIterator[JobEvent]:
+        """One connection's events, until the job ends or the connection does."""
+        await socket.send(tracker.subscribe_message())
+        quiet = _core.Quiet(idle_s)
+        while not tracker.done:
+            try:
+                events = tracker.from_socket(await asyncio.wait_for(socket.recv(), quiet.remaining()))
+            except TimeoutError:
+                events = []
+            if events:
+                quiet.reset()
+            elif quiet.expired:
+                events = await self._check_ended(tracker)
+                quiet.reset()
+            for event in events:
+                yield event
+
+    async def _check_ended(self, tracker: Tracker) -> builtins.list[JobEvent]:
+        """No event for a while: ask the API, so an end whose events were lost is not waited for."""
+        job = await self.get(tracker.job_id)
+        return tracker.from_job(job) if job.terminal else []
+
+    async def _connect(self, url: str) -> ClientConnection | None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
+        try:
+            return await connect(
+                _core.websocket_url(url, self.api_key),
+                open_timeout=10,
+                close_timeout=2,
+                user_agent_header=_core.USER_AGENT,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
+            return None
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _upload_paths(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        refs = {path: (await self.upload(path)).ref for path in _core.local_paths(args)}
+        return _core.replace_paths(args, refs)
+
+    async def _settled(self, asset_id: str, timeout: float) -> Asset:
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(1.0)
+        while True:
+            asset = await self.get_asset(asset_id)
+            if asset.status != "PENDING":
+                return asset
+            if deadline.passed:
+                raise UploadFailed(f"asset {asset_id} is still PENDING after {timeout:.0f} s")
+            await self._sleep(schedule.next())
+
+    async def _post_form(
+        self, plan: dict[str, Any], path: Path, size: int, media_type: str, progress: ProgressCallback | None
+    ) -> None:
+        form = _core.form_body(plan["fields"], path.name, media_type, size)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield form.head
+            async for chunk in _read_range(path, 0, size, _core.progress_from(progress, 0, size)):
+                yield chunk
+            yield form.tail
+
+        headers = {"Content-Type": form.content_type, "Content-Length": str(form.length)}
+        await self._storage_send("POST", plan["url"], body, headers)
+
+    async def _upload_parts(
+        self, plan: dict[str, Any], path: Path, size: int, progress: ProgressCallback | None
+    ) -> Asset:
+        part_size = int(plan["part_size"])
+        done_before = 0
+        completed = []
+        for part in plan["parts"]:
+            number, length = int(part["part_number"]), int(part["size"])
+            offset = (number - 1) * part_size
+
+            def body(
+                offset: int = offset, length: int = length, base: int = done_before
+            ) -> AsyncIterator[bytes]:
+                return _read_range(path, offset, length, _core.progress_from(progress, base, size))
+
+            response = await self._storage_send("PUT", part["url"], body, {"Content-Length": str(length)})
+            etag = response.headers.get("etag")
+            if not etag:
+                raise StorageError(response.status_code, f"part {number} was stored without an ETag")
+            completed.append({"part_number": number, "etag": etag})
+            done_before += length
+        answer = await self.request("POST", plan["complete_url"], json={"parts": completed})
+        return Asset.model_validate(answer.json())
+
+    async def _storage_send(
+        self, method: str, url: str, body: Callable[[], AsyncIterator[bytes]], headers: dict[str, str]
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._storage.request(method, url, content=body(), headers=headers)
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=True)
+                if delay is None:
+                    raise TransportError(f"upload to storage failed: {exc or type(exc).__name__}") from exc
+            else:
+                if response.status_code < 300:
+                    return response
+                delay = self._retry.delay_after_response(attempt, response, idempotent=True)
+                if delay is None:
+                    raise StorageError(response.status_code, _core.storage_error_message(response))
+            await self._sleep(delay)
+            attempt += 1
+
+    async def _download_url(
+        self, url: str, dest: str | Path, *, name: str | None, progress: ProgressCallback | None
+    ) -> Path:
+        # A folder (existing, or spelled with a trailing slash) gets the file under its own name.
+        folder = Path(dest).is_dir() or str(dest).endswith(("/", os.sep))
+
+        def target(response: httpx.Response) -> Path:
+            if not folder:
+                return Path(dest)
+            chosen = name or _core.content_disposition_name(response.headers.get("content-disposition"))
+            chosen = chosen or httpx.URL(url).path.rsplit("/", 1)[-1] or "download"
+            return _core.safe_join(Path(dest), chosen)
+
+        return await self._stream_to(url, target, progress)
+
+    async def _stream_to(
+        self, url: str, target: Path | Callable[[httpx.Response], Path], progress: ProgressCallback | None
+    ) -> Path:
+        attempt = 0
+        while True:
+            try:
+                async with self._storage.stream("GET", url) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        delay = self._retry.delay_after_response(attempt, response, idempotent=True)
+                        if delay is None:
+                            raise StorageError(response.status_code, _core.storage_error_message(response))
+                    else:
+                        return await _write_stream(
+                            response, target if isinstance(target, Path) else target(response), progress
+                        )
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=True)
+                if delay is None:
+                    raise TransportError(f"download failed: {exc or type(exc).__name__}") from exc
+            await self._sleep(delay)
+            attempt += 1
+
+
+async def _read_range(
+    path: Path, offset: int, length: int, report: Callable[[int], object]
+) -> AsyncIterator[bytes]:
+    sent = 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while sent < length:
+            chunk = await asyncio.to_thread(fh.read, min(CHUNK, length - sent))
+            if not chunk:
+                raise JobgateClientError(f"{path} changed while it was being uploaded")
+            sent += len(chunk)
+            report(sent)
+            yield chunk
+
+
+async def _write_stream(response: httpx.Response, target: Path, progress: ProgressCallback | None) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = _core.temp_sibling(target)
+    total = int(response.headers.get("content-length") or 0)
+    done = 0
+    try:
+        with partial.open("wb") as fh:
+            async for chunk in response.aiter_bytes(CHUNK):
+                await asyncio.to_thread(fh.write, chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target

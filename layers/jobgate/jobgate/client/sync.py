@@ -1,0 +1,644 @@
+"""The synchronous jobgate client: submit and run jobs, move files, follow progress."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from jobgate.client import _core
+from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
+from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
+from jobgate.client.config import resolve_settings
+from jobgate.client.errors import (
+    JobFailed,
+    JobgateClientError,
+    NotFound,
+    StorageError,
+    TransportError,
+    UploadFailed,
+    WaitTimeout,
+    error_from_response,
+)
+from jobgate.client.models import (
+    Asset,
+    AssetPage,
+    CommandContract,
+    CommandList,
+    Job,
+    JobEvent,
+    JobPage,
+    Output,
+    RunResult,
+)
+from jobgate.media import guess_media_type
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
+
+EventCallback = Callable[[JobEvent], None]
+
+
+class Client:
+    """A client of one jobgate API.
+
+    >>> with Client() as jg:  # JOBGATE_URL / JOBGATE_API_KEY, or a profile
+    ...     result = jg.run("visualize", "heatmap", {"input": Path("field.npy"), "output": "map.png"},
+    ...                     download_to="out")
+    ...     result.exit_code, result.files
+
+    `pathlib.Path` values in a job's args are local files: they are uploaded first and passed as
+    `asset://<id>`. Errors are typed (`NotFound`, `ValidationError`, `RateLimited`, ...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        profile: str | None = None,
+        websocket_url: str | None = None,
+        timeout: httpx.Timeout | float = _core.DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        storage_transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
+        self.url = settings.url
+        self.api_key = settings.api_key
+        self.websocket_url = settings.websocket_url
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.url, headers=_core.api_headers(self.api_key), timeout=timeout, transport=transport
+        )
+        # Presigned URLs carry their own authorization: the API key never goes to S3.
+        self._storage = httpx.Client(
+            headers={"User-Agent": _core.USER_AGENT},
+            timeout=_core.TRANSFER_TIMEOUT,
+            transport=storage_transport or transport,
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+        self._storage.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """One API call with retries where safe; an error answer raises its typed exception.
+
+        Redirects are answered, not followed (a 307 to S3 must not carry the API key).
+        """
+        safe = method in ("GET", "HEAD") if idempotent is None else idempotent
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, params=query, json=json)
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
+                if delay is None:
+                    raise TransportError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                delay = self._retry.delay_after_response(attempt, response, idempotent=safe)
+                if delay is None:
+                    raise error_from_response(response)
+            self._sleep(delay)
+            attempt += 1
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", "/health/ready").json()
+        return answer
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def commands(self) -> CommandList:
+        return CommandList.model_validate(self.request("GET", "/v1/commands").json())
+
+    def command(self, stage: str, command: str) -> CommandContract:
+        answer = self.request("GET", f"/v1/commands/{stage}/{command}")
+        return CommandContract.model_validate(answer.json())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+        wait_s: float | None = None,
+        upload_progress: Callable[[Path, int, int], None] | None = None,
+    ) -> Job:
+        """Queue a job (202); with `wait_s`, the API holds the answer up to that long (at most 25 s).
+
+        With a `run_id` the submission is retried on failures: the API answers the same job.
+        """
+        args = self._upload_paths(args or {}, upload_progress)
+        body = _core.submit_body(
+            stage,
+            command,
+            args,
+            run_id=run_id,
+            timeout_s=timeout_s,
+            mode="sync" if wait_s is not None else "async",
+            wait_s=wait_s,
+        )
+        response = self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
+        return Job.model_validate(response.json())
+
+    def run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+        on_event: EventCallback | None = None,
+        download_to: str | Path | None = None,
+        check: bool = False,
+        wait_timeout: float | None = None,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+        upload_progress: Callable[[Path, int, int], None] | None = None,
+    ) -> RunResult:
+        """Submit, wait for the end, and answer stdout, stderr, the exit code and the outputs.
+
+        A run_id is generated when none is given, so a submission lost on the network is retried
+        without starting the job twice. `download_to` saves every output there; `check=True`
+        raises JobFailed when the job did not succeed.
+        """
+        job = self.submit(
+            stage,
+            command,
+            args,
+            run_id=run_id or _core.new_run_id(),
+            timeout_s=timeout_s,
+            upload_progress=upload_progress,
+        )
+        if not job.terminal:
+            job = self.wait(
+                job.job_id,
+                on_event=on_event,
+                timeout=wait_timeout,
+                websocket=websocket,
+                poll_interval=poll_interval,
+            )
+        result = self.result(job, download_to=download_to)
+        if check and not result.ok:
+            raise JobFailed(result)
+        return result
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+    ) -> Job:
+        """Follow the job until it ends (WebSocket, else polling); answer the finished job."""
+        deadline = _core.Deadline(timeout)
+        for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
+            if on_event is not None:
+                on_event(event)
+            if event.terminal:
+                break
+            if deadline.passed:
+                raise WaitTimeout(f"job {job_id} had not ended after {timeout} s; it goes on")
+        return self.get(job_id)
+
+    def result(self, job: Job | str, *, download_to: str | Path | None = None) -> RunResult:
+        """A job with its whole logs (fetched when the record holds only their tails)."""
+        job = self.get(job) if isinstance(job, str) else job
+        stdout = self.logs(job.job_id, "stdout") if log_is_truncated(job.stdout) else job.stdout
+        stderr = self.logs(job.job_id, "stderr") if log_is_truncated(job.stderr) else job.stderr
+        files = (
+            self.download_outputs(job.job_id, download_to) if download_to is not None and job.outputs else []
+        )
+        return RunResult(job=job, stdout=stdout, stderr=stderr, files=files)
+
+    def get(self, job_id: str) -> Job:
+        return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
+
+    def list_page(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        return JobPage.model_validate(self.request("GET", "/v1/jobs", params=params).json())
+
+    def list(
+        self, status: str | None = None, *, limit: int | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """This tenant's jobs, newest first, following every page (up to `limit` jobs)."""
+        cursor: str | None = None
+        count = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - count))
+            page = self.list_page(status=status, limit=size, cursor=cursor)
+            for job in page.items:
+                yield job
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel: a queued job ends at once, a running one is killed by its worker (Conflict when ended)."""
+        return Job.model_validate(self.request("DELETE", f"/v1/jobs/{job_id}").json())
+
+    def logs(self, job_id: str, stream: str = "stdout") -> str:
+        """The whole log of a finished job (the tail while it runs)."""
+        response = self.request("GET", f"/v1/jobs/{job_id}/logs", params={"stream": stream})
+        if response.is_redirect:
+            large = self._storage_get(response.headers["location"])
+            return large.text
+        return response.text
+
+    def outputs(self, job_id: str) -> builtins.list[Output]:
+        """The job's outputs, each with a presigned download URL."""
+        items = self.request("GET", f"/v1/jobs/{job_id}/outputs").json()["items"]
+        return [Output.model_validate(item) for item in items]
+
+    # -- files ------------------------------------------------------------------------------
+
+    def download(
+        self,
+        job_id: str,
+        dest: str | Path = ".",
+        *,
+        name: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        """One output (the only one, or `name`), streamed to `dest`: a folder, or the file to write."""
+        response = self.request("GET", f"/v1/jobs/{job_id}/download", params={"name": name})
+        location = response.headers.get("location")
+        if location is None:
+            raise JobgateClientError(f"expected a redirect to the file, got {response.status_code}")
+        return self._download_url(location, dest, name=name, progress=progress)
+
+    def download_outputs(
+        self, job_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
+    ) -> builtins.list[Path]:
+        """Every output of the job under `dest`, at its relative path (`frames/0001.png`)."""
+        root = Path(dest)
+        files = []
+        for output in self.outputs(job_id):
+            target = _core.safe_join(root, output.name)
+            if output.url is None:
+                raise JobgateClientError(f"output '{output.name}' has no download URL")
+            files.append(self._stream_to(output.url, target, progress))
+        return files
+
+    def upload(
+        self,
+        path: str | Path,
+        *,
+        media_type: str | None = None,
+        filename: str | None = None,
+        progress: ProgressCallback | None = None,
+        settle_timeout: float = 60.0,
+    ) -> Asset:
+        """Upload a local file straight to S3 (presigned POST, or a multipart plan for large files).
+
+        Answers the asset once AVAILABLE; its `ref` (`asset://<id>`) names it in a job's args.
+        """
+        path = Path(path)
+        size = path.stat().st_size
+        if size == 0:
+            raise JobgateClientError(f"{path}: cannot upload an empty file")
+        media_type = media_type or guess_media_type(path)
+        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        ticket = self.request("POST", "/v1/uploads", json=declared).json()
+        plan = ticket["upload"]
+        asset_id = str(ticket["asset_id"])
+        if plan.get("method") == "POST":
+            self._post_form(plan, path, size, media_type, progress)
+            asset = self._settled(asset_id, settle_timeout)
+        elif plan.get("method") == "MULTIPART":
+            asset = self._upload_parts(plan, path, size, progress)
+        else:
+            raise JobgateClientError(f"unknown upload method {plan.get('method')!r}")
+        if asset.status == "FAILED":
+            raise UploadFailed(f"{path.name}: the upload was refused: {asset.reason}")
+        return asset
+
+    def get_asset(self, asset_id: str) -> Asset:
+        return Asset.model_validate(self.request("GET", f"/v1/assets/{asset_id}").json())
+
+    def list_assets(self, status: str | None = None, *, limit: int | None = None) -> Iterator[Asset]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"status": status, "limit": 100, "cursor": cursor}
+            page = AssetPage.model_validate(self.request("GET", "/v1/assets", params=params).json())
+            for asset in page.items:
+                yield asset
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    def download_asset(
+        self, asset_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
+    ) -> Path:
+        response = self.request("GET", f"/v1/assets/{asset_id}/download")
+        location = response.headers.get("location")
+        if location is None:
+            raise JobgateClientError(f"expected a redirect to the file, got {response.status_code}")
+        return self._download_url(location, dest, name=None, progress=progress)
+
+    # -- following a job --------------------------------------------------------------------
+
+    def watch(
+        self,
+        job_id: str,
+        *,
+        after_seq: int | None = 0,
+        websocket: bool = True,
+        poll_interval: float = 1.0,
+        idle_s: float = 15.0,
+    ) -> Generator[JobEvent, None, None]:
+        """The job's events until it ends: a `snapshot`, then `log`, `progress`, `status` events.
+
+        Over the WebSocket (the job's `links.websocket`, or the client's `websocket_url`), from
+        `after_seq` (0: every event since the job began; None: from now on). A dropped connection
+        is reopened with the last `seq` received, so nothing is missed or repeated. When the
+        WebSocket cannot be reached, or the job has none, the job is polled every
+        `poll_interval` seconds instead. Stopping the iteration leaves the job running.
+        """
+        job = self.get(job_id)
+        tracker = Tracker(job_id, after_seq)
+        url = self.websocket_url or job.links.websocket
+        if websocket and url and not job.terminal:
+            yield from self._watch_socket(tracker, url, idle_s)
+            if tracker.done:
+                return
+            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+                job = self.get(job_id)
+        yield from self._watch_polling(tracker, job, poll_interval)
+
+    def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> Iterator[JobEvent]:
+        """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
+        from websockets.exceptions import ConnectionClosed
+
+        failures = 0
+        connected = False
+        while failures <= self._retry.retries:
+            socket = self._connect(url)
+            if socket is None:
+                if not connected:
+                    return  # unreachable from the start: poll
+                failures += 1
+                self._sleep(self._retry.backoff(failures))
+                continue
+            connected = True
+            try:
+                for event in self._stream(socket, tracker, idle_s):
+                    failures = 0
+                    yield event
+                return
+            except (ConnectionClosed, OSError):
+                failures += 1
+                self._sleep(self._retry.backoff(failures))
+            except SocketRefused as refused:
+                if refused.code == "not_found":
+                    raise NotFound(404, title="Not Found", detail=str(refused)) from None
+                if refused.code != "unknown_connection":
+                    return
+                failures += 1
+            finally:
+                socket.close()
+
+    def _stream(self, socket: ClientConnection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
+        """One connection's events, until the job ends or the connection does."""
+        socket.send(tracker.subscribe_message())
+        quiet = _core.Quiet(idle_s)
+        while not tracker.done:
+            try:
+                events = tracker.from_socket(socket.recv(timeout=quiet.remaining()))
+            except TimeoutError:
+                events = []
+            if events:
+                quiet.reset()
+            elif quiet.expired:
+                events = self._check_ended(tracker)
+                quiet.reset()
+            yield from events
+
+    def _check_ended(self, tracker: Tracker) -> builtins.list[JobEvent]:
+        """No event for a while: ask the API, so an end whose events were lost is not waited for."""
+        job = self.get(tracker.job_id)
+        return tracker.from_job(job) if job.terminal else []
+
+    def _connect(self, url: str) -> ClientConnection | None:
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        try:
+            return connect(
+                _core.websocket_url(url, self.api_key),
+                open_timeout=10,
+                close_timeout=2,
+                user_agent_header=_core.USER_AGENT,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
+            return None
+
+    def _watch_polling(self, tracker: Tracker, job: Job, poll_interval: float) -> Iterator[JobEvent]:
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            yield from tracker.from_job(job)
+            if job.terminal:
+                return
+            self._sleep(schedule.next())
+            job = self.get(tracker.job_id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _upload_paths(
+        self, args: Mapping[str, Any], progress: Callable[[Path, int, int], None] | None
+    ) -> dict[str, Any]:
+        refs: dict[Path, str] = {}
+        for path in _core.local_paths(args):
+            report = (lambda done, total, p=path: progress(p, done, total)) if progress else None
+            refs[path] = self.upload(path, progress=report).ref
+        return _core.replace_paths(args, refs)
+
+    def _settled(self, asset_id: str, timeout: float) -> Asset:
+        """The asset once S3 has the file: reading a PENDING asset checks S3 again."""
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(1.0)
+        while True:
+            asset = self.get_asset(asset_id)
+            if asset.status != "PENDING":
+                return asset
+            if deadline.passed:
+                raise UploadFailed(f"asset {asset_id} is still PENDING after {timeout:.0f} s")
+            self._sleep(schedule.next())
+
+    def _post_form(
+        self, plan: dict[str, Any], path: Path, size: int, media_type: str, progress: ProgressCallback | None
+    ) -> None:
+        form = _core.form_body(plan["fields"], path.name, media_type, size)
+
+        def body() -> Iterator[bytes]:
+            yield form.head
+            yield from _read_range(path, 0, size, _core.progress_from(progress, 0, size))
+            yield form.tail
+
+        headers = {"Content-Type": form.content_type, "Content-Length": str(form.length)}
+        self._storage_send("POST", plan["url"], body, headers)
+
+    def _upload_parts(
+        self, plan: dict[str, Any], path: Path, size: int, progress: ProgressCallback | None
+    ) -> Asset:
+        part_size = int(plan["part_size"])
+        done_before = 0
+        completed = []
+        for part in plan["parts"]:
+            number, length = int(part["part_number"]), int(part["size"])
+            offset = (number - 1) * part_size
+
+            def body(offset: int = offset, length: int = length, base: int = done_before) -> Iterator[bytes]:
+                return _read_range(path, offset, length, _core.progress_from(progress, base, size))
+
+            response = self._storage_send("PUT", part["url"], body, {"Content-Length": str(length)})
+            etag = response.headers.get("etag")
+            if not etag:
+                raise StorageError(response.status_code, f"part {number} was stored without an ETag")
+            completed.append({"part_number": number, "etag": etag})
+            done_before += length
+        answer = self.request("POST", plan["complete_url"], json={"parts": completed})
+        return Asset.model_validate(answer.json())
+
+    def _storage_send(
+        self, method: str, url: str, body: Callable[[], Iterator[bytes]], headers: dict[str, str]
+    ) -> httpx.Response:
+        """Send bytes to a presigned URL; the same bytes to the same key can be sent again."""
+        attempt = 0
+        while True:
+            try:
+                response = self._storage.request(method, url, content=body(), headers=headers)
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=True)
+                if delay is None:
+                    raise TransportError(f"upload to storage failed: {exc or type(exc).__name__}") from exc
+            else:
+                if response.status_code < 300:
+                    return response
+                delay = self._retry.delay_after_response(attempt, response, idempotent=True)
+                if delay is None:
+                    raise StorageError(response.status_code, _core.storage_error_message(response))
+            self._sleep(delay)
+            attempt += 1
+
+    def _storage_get(self, url: str) -> httpx.Response:
+        response = self._storage.get(url)
+        if response.status_code >= 400:
+            raise StorageError(response.status_code, _core.storage_error_message(response))
+        return response
+
+    def _download_url(
+        self, url: str, dest: str | Path, *, name: str | None, progress: ProgressCallback | None
+    ) -> Path:
+        # A folder (existing, or spelled with a trailing slash) gets the file under its own name.
+        folder = Path(dest).is_dir() or str(dest).endswith(("/", os.sep))
+
+        def target(response: httpx.Response) -> Path:
+            if not folder:
+                return Path(dest)
+            chosen = name or _core.content_disposition_name(response.headers.get("content-disposition"))
+            chosen = chosen or httpx.URL(url).path.rsplit("/", 1)[-1] or "download"
+            return _core.safe_join(Path(dest), chosen)
+
+        return self._stream_to(url, target, progress)
+
+    def _stream_to(
+        self, url: str, target: Path | Callable[[httpx.Response], Path], progress: ProgressCallback | None
+    ) -> Path:
+        """Stream a presigned GET into a file, written under a temporary name and renamed when whole."""
+        attempt = 0
+        while True:
+            try:
+                with self._storage.stream("GET", url) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        delay = self._retry.delay_after_response(attempt, response, idempotent=True)
+                        if delay is None:
+                            raise StorageError(response.status_code, _core.storage_error_message(response))
+                    else:
+                        return _write_stream(
+                            response, target if isinstance(target, Path) else target(response), progress
+                        )
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_error(attempt, exc, idempotent=True)
+                if delay is None:
+                    raise TransportError(f"download failed: {exc or type(exc).__name__}") from exc
+            self._sleep(delay)
+            attempt += 1
+
+
+def _read_range(path: Path, offset: int, length: int, report: Callable[[int], object]) -> Iterator[bytes]:
+    """`length` bytes of a file from `offset`, in chunks; a file that shrank meanwhile is an error."""
+    sent = 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while sent < length:
+            chunk = fh.read(min(CHUNK, length - sent))
+            if not chunk:
+                raise JobgateClientError(f"{path} changed while it was being uploaded")
+            sent += len(chunk)
+            report(sent)
+            yield chunk
+
+
+def _write_stream(response: httpx.Response, target: Path, progress: ProgressCallback | None) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = _core.temp_sibling(target)
+    total = int(response.headers.get("content-length") or 0)
+    done = 0
+    try:
+        with partial.open("wb") as fh:
+            for chunk in response.iter_bytes(CHUNK):
+                fh.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
