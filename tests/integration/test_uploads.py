@@ -4,8 +4,8 @@ that moto does not enforce, tested in our own code."""
 from __future__ import annotations
 
 import base64
-import io
 import hashlib
+import io
 import json
 import zipfile
 from collections.abc import Iterator
