@@ -111,7 +111,10 @@ def test_host_names_are_judged_by_every_address_they_resolve_to() -> None:
     allowed = EgressPolicy(["internal.example.org"], resolver=resolver)
     assert allowed.url_problem("https://internal.example.org/x") is None
     assert allowed.url_problem("https://split.example.org/x") is not None
-    assert policy.url_problem("not a url") is None and policy.url_problem("s3://bucket/key") is None
+    assert policy.url_problem("not a url") is None
+    # s3:// names buckets, not hosts: only allow-listed (public) buckets, whatever they resolve to.
+    assert policy.url_problem("s3://bucket/key") is not None
+    assert EgressPolicy(s3_buckets=["bucket"], resolver=resolver).url_problem("s3://bucket/key") is None
 
 
 # -- the worker's child: sockets, environment and what it leaves in its folder ------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .components import Component
 from .gateway_http import HttpGatewayComponent
+from .gateway_ws import WebSocketGatewayComponent
 from .logs import setup_logging
 from .poller import SqsEventSources
 from .stack import DevOptions, DevStack, serve
@@ -64,13 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--ws-port",
         type=int,
         default=_env_port("JOBGATE_WS_PORT", 8001),
-        help="WebSocket API port (8001; JOBGATE_WS_PORT), for the WebSocket gateway",
+        help="WebSocket API port (8001; JOBGATE_WS_PORT): clients and the @connections endpoint",
     )
     dev.add_argument("--moto-port", type=int, default=0, help="moto's port (0: any free port)")
     dev.add_argument(
         "--workers", type=_positive, default=2, help="sandboxes (and pollers) per SQS-fed function (2)"
     )
     dev.add_argument("--api-concurrency", type=_positive, default=4, help="sandboxes behind the HTTP API (4)")
+    dev.add_argument(
+        "--ws-concurrency", type=_positive, default=2, help="sandboxes behind the WebSocket API (2)"
+    )
     dev.add_argument(
         "--param",
         type=_key_value,
@@ -96,12 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dev_components(args: argparse.Namespace) -> list[Component]:
-    """The parts `jobgate dev` runs on top of moto and the sandboxes.
-
-    The WebSocket gateway joins this list, on ``args.ws_port``, when it exists.
-    """
+    """The parts `jobgate dev` runs on top of moto and the sandboxes."""
     return [
         HttpGatewayComponent(args.host, args.port, concurrency=args.api_concurrency),
+        WebSocketGatewayComponent(args.host, args.ws_port, concurrency=args.ws_concurrency),
         SqsEventSources(args.workers),
     ]
 

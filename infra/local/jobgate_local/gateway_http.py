@@ -46,6 +46,7 @@ Invoker = Callable[[str, Mapping[str, Any], float], Awaitable[InvokeResult]]
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -387,11 +388,10 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-class HttpGateway:
-    """Serves an :class:`HttpGatewayApp` on a socket the stack reserved."""
+class AsgiServer:
+    """Serves an ASGI app with uvicorn on a socket the stack reserved; ``options`` go to uvicorn's Config."""
 
-    def __init__(self, app: HttpGatewayApp, sock: socket.socket) -> None:
-        self.app = app
+    def __init__(self, app: AsgiApp, sock: socket.socket, **options: Any) -> None:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
@@ -402,6 +402,7 @@ class HttpGateway:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=1,
+            **options,
         )
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
@@ -411,7 +412,7 @@ class HttpGateway:
         while not self._server.started:
             if self._task.done():
                 self._task.result()
-                raise RuntimeError("the HTTP gateway stopped while starting")
+                raise RuntimeError("the server stopped while starting")
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -420,6 +421,14 @@ class HttpGateway:
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class HttpGateway(AsgiServer):
+    """Serves an :class:`HttpGatewayApp` on a socket the stack reserved."""
+
+    def __init__(self, app: HttpGatewayApp, sock: socket.socket) -> None:
+        super().__init__(app, sock)
+        self.app = app
 
 
 class HttpGatewayComponent:

@@ -584,3 +584,126 @@ def http_routes(template: Template) -> dict[str, list[HttpRoute]]:
                 )
         apis[logical_id] = routes
     return apis
+
+
+@dataclass(frozen=True)
+class WebSocketApi:
+    """A WebSocket API of the template: its stage, how a message picks its route, what each route calls."""
+
+    logical_id: str
+    stage: str
+    route_selection_expression: str
+    routes: Mapping[str, str]  # route key -> the function its Lambda proxy integration calls
+    two_way: frozenset[str] = frozenset()  # routes with a route response: the function's answer is sent back
+    members: Mapping[str, str] = field(default_factory=dict)  # its stages, routes, ... : logical id -> type
+
+
+_WS_MEMBER_TYPES = (
+    "AWS::ApiGatewayV2::Route",
+    "AWS::ApiGatewayV2::Integration",
+    "AWS::ApiGatewayV2::Stage",
+    "AWS::ApiGatewayV2::RouteResponse",
+    "AWS::ApiGatewayV2::Deployment",
+)
+
+
+def websocket_apis(template: Template) -> dict[str, WebSocketApi]:
+    """Each WebSocket API with its routes, read from its Route, Integration and Stage resources."""
+    resources = template.resources
+    declared = {lid: res["Type"] for lid, res in resources.items()}
+    resolver = Resolver({**template.pseudo_parameters(), **template.parameters}, {}, {}, declared)
+    members: dict[str, dict[str, str]] = {}
+    for logical_id in template.logical_ids(*_WS_MEMBER_TYPES):
+        api = _refers_to(resources[logical_id]["Properties"].get("ApiId"), declared, "AWS::ApiGatewayV2::Api")
+        if api is not None:
+            members.setdefault(api, {})[logical_id] = declared[logical_id]
+    apis: dict[str, WebSocketApi] = {}
+    for logical_id in template.logical_ids("AWS::ApiGatewayV2::Api"):
+        properties = resources[logical_id]["Properties"]
+        if properties.get("ProtocolType") != "WEBSOCKET":
+            continue
+        own = members.get(logical_id, {})
+        for member in (logical_id, *own):
+            if "Condition" in resources[member]:
+                logger.warning("%s: its Condition is not evaluated by the local gateway; served", member)
+        apis[logical_id] = WebSocketApi(
+            logical_id=logical_id,
+            stage=_websocket_stage(logical_id, own, resources, resolver),
+            route_selection_expression=resolver.resolve_string(
+                properties.get("RouteSelectionExpression", "$request.body.action")
+            ),
+            routes=_websocket_routes(logical_id, own, resources, resolver, declared),
+            two_way=_websocket_two_way(own, resources, resolver, declared),
+            members=own,
+        )
+    return apis
+
+
+def _refers_to(node: Any, declared: Mapping[str, str], kind: str | None = None) -> str | None:
+    """The first resource (of ``kind``) a fragment refers to."""
+    for logical_id, _attribute in references(node):
+        if logical_id in declared and (kind is None or declared[logical_id] == kind):
+            return logical_id
+    return None
+
+
+def _websocket_stage(
+    api: str, members: Mapping[str, str], resources: Mapping[str, Any], resolver: Resolver
+) -> str:
+    stages = [
+        resolver.resolve_string(resources[lid]["Properties"]["StageName"])
+        for lid, kind in members.items()
+        if kind == "AWS::ApiGatewayV2::Stage"
+    ]
+    if not stages:
+        logger.warning("%s has no stage; served at the root path", api)
+        return ""
+    if len(stages) > 1:
+        others = ", ".join(stages[1:])
+        logger.warning("%s: only its stage %s is served locally; not %s", api, stages[0], others)
+    return stages[0]
+
+
+def _websocket_two_way(
+    members: Mapping[str, str], resources: Mapping[str, Any], resolver: Resolver, declared: Mapping[str, str]
+) -> frozenset[str]:
+    """The route keys that have a route response."""
+    keys: set[str] = set()
+    for lid, kind in members.items():
+        if kind == "AWS::ApiGatewayV2::RouteResponse":
+            route_id = resources[lid]["Properties"].get("RouteId")
+            route = _refers_to(route_id, declared, "AWS::ApiGatewayV2::Route")
+            if route is not None:
+                keys.add(resolver.resolve_string(resources[route]["Properties"]["RouteKey"]))
+    return frozenset(keys)
+
+
+def _websocket_routes(
+    api: str,
+    members: Mapping[str, str],
+    resources: Mapping[str, Any],
+    resolver: Resolver,
+    declared: Mapping[str, str],
+) -> dict[str, str]:
+    functions: dict[str, str] = {}
+    for lid, kind in members.items():
+        if kind != "AWS::ApiGatewayV2::Integration":
+            continue
+        properties = resources[lid]["Properties"]
+        function = _refers_to(properties.get("IntegrationUri"), declared, "AWS::Lambda::Function")
+        if properties.get("IntegrationType") == "AWS_PROXY" and function is not None:
+            functions[lid] = function
+        else:
+            logger.warning("%s: only Lambda proxy integrations are emulated; %s is not", api, lid)
+    routes: dict[str, str] = {}
+    for lid, kind in members.items():
+        if kind != "AWS::ApiGatewayV2::Route":
+            continue
+        properties = resources[lid]["Properties"]
+        route_key = resolver.resolve_string(properties["RouteKey"])
+        integration = _refers_to(properties.get("Target"), declared, "AWS::ApiGatewayV2::Integration")
+        if integration in functions:
+            routes[route_key] = functions[integration]
+        else:
+            logger.warning("%s: route %s has no Lambda proxy integration; not served", api, route_key)
+    return routes

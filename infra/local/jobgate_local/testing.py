@@ -53,6 +53,11 @@ class DevProcess:
         return str(self.state["http_url"])
 
     @property
+    def websocket_url(self) -> str:
+        """Where WebSocket clients connect (``ws://127.0.0.1:<port>/<stage>``); add ``?api_key=``."""
+        return str(self.state["websocket_url"])
+
+    @property
     def api_key(self) -> str:
         return str(self.state["api_key"])
 

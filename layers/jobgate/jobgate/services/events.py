@@ -129,11 +129,14 @@ class SubscriptionService:
         else:
             # A finished job's last event is its status: send it after the snapshot.
             start = max(0, current - 1) if job.terminal else current
+        # The snapshot goes out before the subscription exists: a worker publishing meanwhile cannot
+        # send an event ahead of it. What it publishes in between is caught up by the deliver below.
+        snapshot = {"type": "snapshot", "job_id": job_id, "seq": current, "job": public_job(job)}
+        if not self._publisher.send(connection_id, snapshot):
+            return
         sub = Subscription(job_id=job_id, connection_id=connection_id, delivered_seq=start)
         self._events.put_subscription(sub, self._clock())
-        snapshot = {"type": "snapshot", "job_id": job_id, "seq": current, "job": public_job(job)}
-        if self._publisher.send(connection_id, snapshot):
-            self._publisher.deliver(job_id, only=sub)
+        self._publisher.deliver(job_id, only=sub)
 
     def subscribe_pipeline(self, connection_id: str, pipeline_id: str) -> None:
         """Every job of a pipeline: a snapshot and the events of each, as for single jobs."""
