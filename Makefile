@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit integration e2e security lint validate build bench manifest install clean docs docs-check
+.PHONY: dev test unit integration e2e security lint validate build bench soak manifest install clean docs docs-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ manifest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The reliability suite at full size: 500 jobs from 20 concurrent clients, then every fault test.
+soak: $(STAMP)
+	JOBGATE_RELIABILITY_JOBS=500 $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
 from .logs import setup_logging
 from .poller import SqsEventSources
+from .schedules import ScheduleSources
 from .stack import DevOptions, DevStack, serve
 
 
@@ -105,6 +106,7 @@ def dev_components(args: argparse.Namespace) -> list[Component]:
         HttpGatewayComponent(args.host, args.port, concurrency=args.api_concurrency),
         WebSocketGatewayComponent(args.host, args.ws_port, concurrency=args.ws_concurrency),
         SqsEventSources(args.workers),
+        ScheduleSources(),
     ]
 
 

@@ -128,9 +128,11 @@ def _job_parsers(add: Callable[[str, Handler | None, str], argparse.ArgumentPars
     listing.add_argument("--limit", type=int, default=20, help="at most this many jobs (20)")
     listing.add_argument("--all", action="store_true", help="every job, page after page")
 
-    logs = add("logs", _logs, "print a job's stdout (to stdout) and stderr (to stderr)")
+    logs = add("logs", _logs, "print a job's logs: stdout to stdout, stderr to stderr (or --stream one)")
     logs.add_argument("job_id", metavar="JOB_ID")
-    logs.add_argument("--stream", choices=["stdout", "stderr", "both"], default="both")
+    logs.add_argument(
+        "--stream", choices=["stdout", "stderr", "both"], default="both", help="one log, printed on stdout"
+    )
 
     watch = add("watch", runner.cmd_watch, "follow a job until it ends; exit with its exit status")
     watch.add_argument("job_id", metavar="JOB_ID")
@@ -219,7 +221,8 @@ def _logs(client: Client, args: argparse.Namespace) -> int:
         output.print_json(texts)
         return output.EXIT_OK
     for stream, text in texts.items():
-        target = sys.stdout if stream == "stdout" else sys.stderr
+        # Both: each to its own stream, as the command wrote them. One asked for: to stdout, to pipe on.
+        target = sys.stderr if stream == "stderr" and len(texts) == 2 else sys.stdout
         target.write(text)
         target.flush()
     return output.EXIT_OK

@@ -27,6 +27,7 @@ from jobgate.cli.zyra_args import (
 )
 from jobgate.client import Client
 from jobgate.client._core import new_run_id
+from jobgate.client.errors import JobgateClientError
 from jobgate.client.models import CommandContract, Job, JobEvent, Param, RunResult
 from jobgate.media import guess_media_type
 
@@ -240,7 +241,7 @@ def _interrupted_run(client: Client, job: Job) -> int:
     try:
         client.cancel(job.job_id)
         output.error(f"interrupted: cancelled job {job.job_id}")
-    except Exception as exc:  # noqa: BLE001 - whatever happens, say what state the job is in
+    except (JobgateClientError, OSError) as exc:
         output.error(f"interrupted; job {job.job_id} may still run (jobgate cancel {job.job_id}): {exc}")
     return output.EXIT_INTERRUPTED
 

@@ -36,7 +36,9 @@ HEATMAP_ARGS = {"output": "map.png", "no_coastline": True, "no_borders": True, "
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-class BrokenContract(Exception):  # noqa: N818 - reads as what it reports
+class BrokenContract(Exception):
+    """A step whose answer is not what the API promises; `why` says what differed."""
+
     def __init__(self, step: str, why: str) -> None:
         self.step = step
         self.why = why

@@ -19,7 +19,7 @@ class UsageError(Exception):
     """The words do not fit the command (exit status 2, as the command's own parser gives)."""
 
 
-class HelpShown(Exception):  # noqa: N818 - not an error: --help was asked for and printed
+class HelpShown(Exception):
     """`--help` was given and the command's help was printed."""
 
 

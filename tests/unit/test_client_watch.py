@@ -1,0 +1,249 @@
+"""`watch`: WebSocket events with reconnects that resume from `after_seq`, and polling when no socket answers.
+
+The WebSocket side is a real websockets server on loopback that plays jobgate's protocol and drops
+the first connection in the middle of the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from jobgate.client import JobEvent, NotFound
+from jobgate.client._watch import Tracker
+from jobgate.client.models import Job
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import Server, ServerConnection, serve
+
+from tests.unit.client_fakes import JOB_ID, KEY, async_client_for, client_for, job_doc
+
+RUNNING = job_doc(status="running", progress=0.2, started_at="2026-11-22T02:00:01Z")
+DONE = job_doc(status="succeeded", progress=1.0, exit_code=0, stderr="frame 1\nframe 2\n")
+
+
+class FakeSocketApi:
+    """jobgate's WebSocket API for one job; each connection plays the next script, then drops."""
+
+    def __init__(self, scripts: list[list[dict[str, Any]]]) -> None:
+        self.scripts = scripts
+        self.subscriptions: list[dict[str, Any]] = []
+        self.queries: list[str] = []
+        self.pause = 0.0  # between messages
+        self.keep_alive = False  # after the script, chatter until the client leaves
+        self.server: Server | None = None
+
+    def handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        self.queries.append(connection.request.path)
+        self.subscriptions.append(json.loads(connection.recv(timeout=5)))
+        script = self.scripts.pop(0) if self.scripts else []
+        for message in script:
+            connection.send(json.dumps(message))
+            time.sleep(self.pause)
+        while self.keep_alive:
+            try:
+                connection.send(json.dumps({"type": "keepalive", "job_id": JOB_ID}))
+            except ConnectionClosed:
+                return
+            time.sleep(0.01)
+        if self.scripts:
+            # Dropped mid-stream, without a close frame, as a lost network does it.
+            connection.socket.shutdown(socket.SHUT_RDWR)
+        else:
+            connection.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.socket.getsockname()[:2]
+        return f"ws://{host}:{port}/v1"
+
+
+@pytest.fixture
+def socket_api() -> Iterator[Callable[[list[list[dict[str, Any]]]], FakeSocketApi]]:
+    started: list[tuple[Server, threading.Thread]] = []
+
+    def start(scripts: list[list[dict[str, Any]]]) -> FakeSocketApi:
+        fake = FakeSocketApi(scripts)
+        fake.server = serve(fake.handle, "127.0.0.1", 0)
+        thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+        thread.start()
+        started.append((fake.server, thread))
+        return fake
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        thread.join(5)
+
+
+def event(kind: str, seq: int, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "job_id": JOB_ID, "seq": seq, **fields}
+
+
+FIRST = [
+    {"type": "snapshot", "job_id": JOB_ID, "seq": 0, "job": RUNNING},
+    event("log", 1, stream="stderr", text="frame 1\n"),
+    event("progress", 2, progress=0.4),
+]
+SECOND = [
+    {"type": "snapshot", "job_id": JOB_ID, "seq": 3, "job": RUNNING},
+    event("progress", 2, progress=0.4),  # a repeat the client must not pass on
+    event("log", 3, stream="stderr", text="frame 2\n"),
+    event("status", 4, status="succeeded", exit_code=0),
+]
+
+
+def api_with_socket(url: str | None) -> Callable[[httpx.Request], httpx.Response]:
+    def handle(request: httpx.Request) -> httpx.Response:
+        links = {**RUNNING["links"], "websocket": url}
+        return httpx.Response(200, json={**RUNNING, "links": links})
+
+    return handle
+
+
+def summary(events: list[JobEvent]) -> list[tuple[Any, ...]]:
+    return [(e.type, e.seq, e.text or e.progress or e.status) for e in events]
+
+
+EXPECTED = [
+    ("snapshot", 0, 0.2),
+    ("log", 1, "frame 1\n"),
+    ("progress", 2, 0.4),
+    ("log", 3, "frame 2\n"),
+    ("status", 4, "succeeded"),
+]
+
+
+def test_watch_reconnects_after_a_drop_and_resumes_after_the_last_seq(socket_api: Any) -> None:
+    fake = socket_api([FIRST, SECOND])
+    client, recorder = client_for(api_with_socket(fake.url))
+    events = list(client.watch(JOB_ID))
+    assert summary(events) == EXPECTED
+    assert fake.subscriptions == [
+        {"action": "subscribe", "job_id": JOB_ID, "after_seq": 0},
+        {"action": "subscribe", "job_id": JOB_ID, "after_seq": 2},
+    ]
+    assert all(e.source == "websocket" for e in events)
+    assert fake.queries[0] == f"/v1?api_key={KEY}"
+    assert recorder.seen() == [f"GET /v1/jobs/{JOB_ID}"]  # no polling while the socket works
+
+
+def test_async_watch_reconnects_after_a_drop_and_resumes_after_the_last_seq(socket_api: Any) -> None:
+    fake = socket_api([FIRST, SECOND])
+
+    async def watch() -> list[JobEvent]:
+        client, _ = async_client_for(api_with_socket(fake.url))
+        async with client:
+            return [e async for e in client.watch(JOB_ID)]
+
+    assert summary(asyncio.run(watch())) == EXPECTED
+    assert [s.get("after_seq") for s in fake.subscriptions] == [0, 2]
+
+
+def test_watch_from_now_sends_no_after_seq_and_then_resumes_from_the_snapshot(socket_api: Any) -> None:
+    fake = socket_api([FIRST[:1], SECOND[2:]])
+    client, _ = client_for(api_with_socket(fake.url))
+    events = list(client.watch(JOB_ID, after_seq=None))
+    assert [e.type for e in events] == ["snapshot", "log", "status"]
+    assert fake.subscriptions[0] == {"action": "subscribe", "job_id": JOB_ID}
+    assert fake.subscriptions[1]["after_seq"] == 0  # the snapshot's seq: what was sent up to then
+
+
+def test_an_unknown_job_on_the_socket_is_not_found(socket_api: Any) -> None:
+    fake = socket_api(
+        [[{"type": "error", "code": "not_found", "message": f"No job '{JOB_ID}'.", "job_id": JOB_ID}]]
+    )
+    client, _ = client_for(api_with_socket(fake.url))
+    with pytest.raises(NotFound, match="No job"):
+        list(client.watch(JOB_ID))
+
+
+def polled(states: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=states.pop(0) if len(states) > 1 else states[0])
+
+    return handle
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"ws://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("websocket", [closed_port(), None], ids=["unreachable", "no-link"])
+def test_watch_polls_the_job_when_no_websocket_answers(websocket: str | None) -> None:
+    links = {**RUNNING["links"], "websocket": websocket}
+    states = [
+        {**RUNNING, "links": links, "stderr": "frame 1\n"},
+        {**RUNNING, "links": links, "stderr": "frame 1\n", "progress": 0.5},
+        {**RUNNING, "links": links, "stderr": "frame 1\nframe 2\n", "progress": 0.7},
+        {**DONE, "links": links},
+    ]
+    client, recorder = client_for(polled(states))
+    events = list(client.watch(JOB_ID, poll_interval=0.5))
+    assert summary(events) == [
+        ("snapshot", None, 0.2),
+        ("log", None, "frame 1\n"),
+        ("progress", None, 0.5),
+        ("log", None, "frame 2\n"),
+        ("progress", None, 0.7),
+        ("progress", None, 1.0),
+        ("status", None, "succeeded"),
+    ]
+    assert events[-1].exit_code == 0 and events[-1].terminal
+    assert all(e.source == "poll" for e in events)
+    assert len(recorder.requests) == 4
+    assert recorder.sleeps == [0.25, 0.5, 0.5]  # fast at first, then every poll_interval
+
+
+def test_a_watch_that_is_stopped_leaves_the_job_alone() -> None:
+    client, recorder = client_for(polled([RUNNING]))
+    events = client.watch(JOB_ID)
+    assert next(events).type == "snapshot"
+    events.close()
+    assert recorder.seen("DELETE") == []
+
+
+def test_switching_from_socket_to_polling_repeats_no_log_text() -> None:
+    tracker = Tracker(JOB_ID)
+    tracker.from_socket(json.dumps({"type": "snapshot", "job_id": JOB_ID, "seq": 0, "job": RUNNING}))
+    tracker.from_socket(json.dumps(event("log", 1, stream="stderr", text="frame 1\n")))
+    job = Job.model_validate({**RUNNING, "stderr": "frame 1\nframe 2\n"})
+    assert [(e.type, e.text) for e in tracker.from_job(job)] == [("log", "frame 2\n")]
+
+
+def test_a_log_tail_that_slid_past_its_start_still_yields_only_new_text() -> None:
+    tracker = Tracker(JOB_ID)
+    old = "".join(f"line {n:05d}\n" for n in range(1500))  # 16.5 kB: only the tail is kept
+    tracker.from_job(Job.model_validate({**RUNNING, "stdout": old[-16384:]}))
+    longer = old + "line 01500\nline 01501\n"
+    new = tracker.from_job(Job.model_validate({**RUNNING, "stdout": longer[-16384:]}))
+    assert [(e.type, e.text) for e in new] == [("log", "line 01500\nline 01501\n")]
+
+
+def test_a_socket_that_only_keeps_alive_does_not_hide_the_end_of_the_job(socket_api: Any) -> None:
+    fake = socket_api([FIRST[:2]])
+    fake.keep_alive = True  # messages all the time, never an event again
+    answers = [RUNNING, {**DONE, "stderr": "frame 1\n"}]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        job = answers.pop(0) if len(answers) > 1 else answers[0]
+        return httpx.Response(200, json={**job, "links": {**job["links"], "websocket": fake.url}})
+
+    client, _ = client_for(handle)
+    events = list(client.watch(JOB_ID, idle_s=0.5))
+    assert summary(events) == [
+        ("snapshot", 0, 0.2),
+        ("log", 1, "frame 1\n"),
+        ("progress", None, 1.0),
+        ("status", None, "succeeded"),
+    ]
