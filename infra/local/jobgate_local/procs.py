@@ -31,7 +31,10 @@ def reserve_port(host: str, port: int, purpose: str, hint: str = "") -> socket.s
 
     Port 0 takes any free port; read it back with ``sock.getsockname()[1]``.
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
+    # it every small answer waits for the client's delayed ACK (about 40 ms).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # Lets a restarted stack rebind while the previous one's connections sit in TIME_WAIT; a port that
     # another socket is listening on still fails with EADDRINUSE.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -34,20 +34,25 @@ class EventStore:
 
     def append(self, events: list[JobEvent], now: datetime) -> list[JobEvent]:
         """Number the events (one atomic counter per job) and store them; answer them numbered."""
+        return self.append_counted(events, now)[0]
+
+    def append_counted(self, events: list[JobEvent], now: datetime) -> tuple[list[JobEvent], int]:
+        """Numbered events, and how many subscriptions the job had then (0: nobody to send them to)."""
         if not events:
-            return []
+            return [], 0
         job_id = events[0].job_id
         got = _guard(
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}},
-                UpdateExpression="ADD event_seq :n",
+                UpdateExpression="ADD event_seq :n SET watchers = if_not_exists(watchers, :zero)",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_values(n=len(events)),
+                ExpressionAttributeValues=_values(n=len(events), zero=0),
                 ReturnValues="UPDATED_NEW",
             )
         )
         last = int(got["Attributes"]["event_seq"]["N"])
+        watchers = int(got["Attributes"].get("watchers", {}).get("N", "1"))
         numbered = [e.model_copy(update={"seq": last - len(events) + 1 + i}) for i, e in enumerate(events)]
         expires = int((now + self._event_ttl).timestamp())
         requests: list[Any] = [
@@ -67,7 +72,7 @@ class EventStore:
         ]
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
-        return numbered
+        return numbered, watchers
 
     def _batch_write(self, requests: list[Any]) -> None:
         pending = {self._table: requests}
@@ -143,7 +148,9 @@ class EventStore:
             "delivered_seq": sub.delivered_seq,
             "expires_at": expires,
         }
-        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc)))
+        old = _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc), ReturnValues="ALL_OLD"))
+        if not old.get("Attributes"):
+            self._count_watchers(sub.job_id, 1)
         _guard(
             lambda: self._db.update_item(
                 TableName=self._table,
@@ -154,12 +161,32 @@ class EventStore:
         )
 
     def delete_subscription(self, job_id: str, connection_id: str) -> None:
-        _guard(
+        got = _guard(
             lambda: self._db.delete_item(
                 TableName=self._table,
                 Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"{SUB_SK}{connection_id}"}},
+                ReturnValues="ALL_OLD",
             )
         )
+        if got.get("Attributes"):
+            self._count_watchers(job_id, -1)
+
+    def _count_watchers(self, job_id: str, delta: int) -> None:
+        # A count on the job lets a publisher with no subscribers skip the query for them. Records
+        # that expire by TTL never decrement it: it may only overstate, which costs a query, no event.
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}},
+                UpdateExpression="ADD watchers :d",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_values(d=delta),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise StoreError("DynamoDB update failed") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
 
     def subscriptions(self, job_id: str) -> list[Subscription]:
         got = _guard(

@@ -43,8 +43,8 @@ class Publisher:
         self._clock = clock
 
     def publish(self, events: list[JobEvent]) -> list[JobEvent]:
-        numbered = self._events.append(events, self._clock())
-        if numbered:
+        numbered, watchers = self._events.append_counted(events, self._clock())
+        if numbered and watchers > 0:
             self.deliver(numbered[0].job_id)
         return numbered
 
@@ -201,6 +201,14 @@ class JobStream:
     def milestone(self, value: float) -> None:
         self._set_progress(value)
         self.flush()
+
+    def note(self, value: float) -> None:
+        """Progress to publish with the next batch."""
+        self._set_progress(value)
+
+    def queue_status(self, job: Job) -> None:
+        """A status event to publish with the next batch, ahead of what follows it."""
+        self._pending.append(status_event(job))
 
     def output(self, stream: str, chunk: bytes) -> None:
         text = self._partial[stream] + self._decoders[stream].decode(chunk)

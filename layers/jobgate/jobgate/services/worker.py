@@ -95,7 +95,6 @@ class WorkerService:
         if job is None:
             return None
         attempt = job.attempts
-        self._announce(job)
         try:
             return self._run(job, attempt, remaining_s)
         except InvalidTransition:
@@ -155,13 +154,15 @@ class WorkerService:
         stream = JobStream(
             job.job_id, self._publisher, workdir=workdir, expected_outputs=_expected_outputs(job, contract)
         )
+        # Published with the first progress, in one batch: fewer round trips before the command runs.
+        stream.queue_status(job)
         try:
             try:
                 paths, staged = self._stage_inputs(job, workdir)
             except InputError as exc:
                 return self._finish(job, attempt, _failure("input", exc.detail), stream)
-            stream.milestone(STAGED)
-            job = self._heartbeat(job, attempt, progress=STAGED)
+            stream.note(STAGED)
+            job = self._heartbeat(job, attempt, progress=STAGED)  # staging may be long: renew the lease
             argv = build_argv(job.args, contract, paths)
             logger.info("job started", job_id=job.job_id, attempt=attempt, argv=argv)
             stream.milestone(STARTED)
