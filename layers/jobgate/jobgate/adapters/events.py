@@ -148,7 +148,9 @@ class EventStore:
             "delivered_seq": sub.delivered_seq,
             "expires_at": expires,
         }
-        old = _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc), ReturnValues="ALL_OLD"))
+        old = _guard(
+            lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc), ReturnValues="ALL_OLD")
+        )
         if not old.get("Attributes"):
             self._count_watchers(sub.job_id, 1)
         _guard(
