@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 # Standard retry mode backs off on throttling; adaptive adds client-side rate limiting.
-_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=20)
+# Four attempts: throttling back-off then sleeps at most 1+2+4 s, well inside the API's 29 s.
+_CONFIG = Config(retries={"total_max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=20)
 _S3_CONFIG = _CONFIG.merge(Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 
 

@@ -1,0 +1,155 @@
+"""Handlers run inside the benchmark's own process, for breakdowns: AWS calls counted and timed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from common import ROOT, aws_env
+
+
+@dataclass
+class FakeContext:
+    """The parts of Lambda's context object that the handlers and Powertools read."""
+
+    function_name: str = "bench"
+    timeout_s: float = 900.0
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/bench"
+    log_stream_name: str = "bench"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    _start: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(max(0.0, self.timeout_s - (time.monotonic() - self._start)) * 1000)
+
+
+def stack_environment(endpoint_url: str, resources: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """What a function of the local stack sees, enough for the API and worker handlers."""
+    return {
+        **aws_env(endpoint_url),
+        "JOBGATE_TABLE_NAME": resources["JobsTable"],
+        "JOBGATE_QUEUE_URL": resources["JobsQueue"],
+        "JOBGATE_BUCKET_NAME": resources["DataBucket"],
+        "JOBGATE_API_KEY": api_key,
+        "JOBGATE_RATE_LIMIT_PER_S": "0",
+        "JOBGATE_MAX_ACTIVE_JOBS": "0",
+        "JOBGATE_EGRESS_ALLOW": "127.0.0.0/8",
+        "POWERTOOLS_SERVICE_NAME": "jobgate",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Jobgate",
+    }
+
+
+def load_handler(function: str, env: Mapping[str, str]) -> ModuleType:
+    """Import functions/<function>/app.py as Lambda's init does, with ``env`` set first."""
+    os.environ.update(env)
+    from jobgate.adapters import aws
+    from jobgate.settings import load_settings
+
+    load_settings.cache_clear()
+    aws.reset_clients()
+    name = f"_bench_fn_{function}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def http_event(method: str, path: str, body: Any, api_key: str) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event, as the local gateway builds it."""
+    raw = json.dumps(body) if body is not None else None
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "ANY /{proxy+}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"host": "127.0.0.1", "content-type": "application/json", "x-api-key": api_key},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": "127.0.0.1",
+            "domainPrefix": "127",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "bench",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "ANY /{proxy+}",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "isBase64Encoded": False,
+    }
+    if raw is not None:
+        event["body"] = raw
+    return event
+
+
+class CallLog:
+    """Every AWS call jobgate's clients make, by operation, with the time each took."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self._started: dict[int, float] = {}
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self._started[id(model)] = time.perf_counter()
+
+    def _after(self, model: Any, **_: Any) -> None:
+        name = f"{model.service_model.service_name}.{model.name}"
+        self.calls[name] += 1
+        self.seconds[name] += time.perf_counter() - self._started.pop(id(model), time.perf_counter())
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.seconds.clear()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+
+@contextmanager
+def counting_calls() -> Iterator[CallLog]:
+    """Count the calls of the DynamoDB, SQS and S3 clients that jobgate.adapters.aws hands out."""
+    from jobgate.adapters import aws
+
+    log = CallLog()
+    # Each client copies its session's event hooks when it is made: register on the cached clients.
+    clients = [aws.dynamodb(), aws.sqs(), aws.s3()]
+    for client in clients:
+        client.meta.events.register("before-call", log._before, unique_id="bench-before")
+        client.meta.events.register("after-call", log._after, unique_id="bench-after")
+    try:
+        yield log
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-call", unique_id="bench-before")
+            client.meta.events.unregister("after-call", unique_id="bench-after")

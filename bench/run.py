@@ -1,0 +1,175 @@
+"""Run every benchmark, one process each, and write bench/RESULTS.md (what `make bench` runs).
+
+    python bench/run.py [--quick] [--only small_job,throughput] [--output bench/RESULTS.md]
+
+Each benchmark starts what it needs (the local stack, moto, zyra's API server, fresh zyra processes)
+and stops it; they run one after the other so they do not measure each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, fmt, machine_info
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCHES = (
+    "submit_overhead",
+    "small_job",
+    "throughput",
+    "progress_latency",
+    "cold_start",
+    "bytes",
+    "memory",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(BENCHES)
+    unknown = sorted(set(names) - set(BENCHES))
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(unknown)}")
+    command = " ".join(["python", "bench/run.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
+    before = machine_info()
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="jobgate-bench-run-") as tmp:
+        for name in names:
+            out = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, str(BENCH_DIR / f"{name}.py"), "--json", str(out)]
+            if args.quick:
+                cmd.append("--quick")
+            print(f"\n>>> {name}", flush=True)
+            done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in done.stdout.splitlines():
+                if not line.startswith("{"):  # the in-process handlers' JSON logs stay out of the way
+                    print(line, flush=True)
+            if done.returncode != 0 or not out.exists():
+                failures[name] = done.stdout[-3000:]
+                print(f"!!! {name} failed (exit {done.returncode})", flush=True)
+                continue
+            results.append(json.loads(out.read_text()))
+    after = machine_info()
+    args.output.write_text(render(results, failures, before, after, command, started, args.quick))
+    print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    print(summary(results))
+    return 1 if failures else 0
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _figure_row(fig: dict[str, Any]) -> str:
+    if not fig["measured"] or fig["value"] is None:
+        return f"| {fig['label']} | not measured yet | | | | {fig['target'] or ''} | {fig['note']} |"
+    value = fmt(fig["value"], fig["unit"])
+    peer = fmt(fig["peer_value"], fig["unit"]) if fig["peer_value"] is not None else ""
+    ratio = f"{fig['ratio']:.2f}x" if fig["ratio"] is not None else ""
+    verdict = {True: "met", False: "**missed**", None: ""}[fig["met"]]
+    return (
+        f"| {fig['label']} | {value} | {fig['peer_label']} | {peer} | {ratio} | {fig['target']} | {verdict} |"
+    )
+
+
+def render(
+    results: list[dict[str, Any]],
+    failures: dict[str, str],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    command: str,
+    started: float,
+    quick: bool,
+) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in before["versions"].items())
+    lines = [
+        "# jobgate benchmarks: latest run",
+        "",
+        "Written by `make bench` (`bench/run.py`); every figure below comes from that one run. Each",
+        "benchmark is a script in `bench/` that starts what it needs (the local stack `jobgate dev`, moto,",
+        "zyra's own API server, fresh `zyra` processes) on loopback and measures jobgate and its peer in",
+        "the same run, taking turns, so the shared machine's noise falls on both. Figures are medians",
+        "unless they say otherwise; ratios are jobgate / peer.",
+        "",
+        "## Machine and run",
+        "",
+        f"- Command: `{command}`{' (quick: fewer repetitions)' if quick else ''}",
+        f"- When: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
+        f"{(time.time() - started) / 60:.1f} min, commit {_commit()}",
+        f"- CPU: {before['cpu']}, {before['cores']} cores, {before['memory_gb']} GB RAM, "
+        f"Linux {before['kernel']}, Python {before['python']}",
+        f"- Load average (1/5/15 min) before: {before['load_avg']}, after: {after['load_avg']} "
+        "(a shared machine: other work ran alongside)",
+        f"- Versions: {versions}",
+        "",
+        "## Figures",
+        "",
+        "| figure | jobgate | peer | peer figure | ratio | target | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        lines.append(f"| **{result['title']}** | | | | | | |")
+        lines += [_figure_row(fig) for fig in result["figures"]]
+    for name in failures:
+        lines.append(f"| **{name}** | failed to run (see below) | | | | | |")
+    lines += ["", "## What the figures say", ""]
+    for result in results:
+        lines += [f"### {result['title']}", ""]
+        lines += [f"- {note}" for note in result["notes"]]
+        lines += [
+            f"- Ran {result['duration_s']:.0f} s. Details: `{json.dumps(_short(result['details']))}`",
+            "",
+        ]
+    for name, log in failures.items():
+        lines += [f"### {name}: failed", "", "```", log.strip()[-2000:], "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _short(details: dict[str, Any]) -> dict[str, Any]:
+    """Details with floats rounded, for reading."""
+
+    def round_all(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {k: round_all(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [round_all(v) for v in value]
+        return value
+
+    rounded: dict[str, Any] = round_all(details)
+    return rounded
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for result in results:
+        for fig in result["figures"]:
+            if fig["target"]:
+                state = {True: "met", False: "MISSED", None: "not measured"}[fig["met"]]
+                ratio = f"{fig['ratio']:.2f}x" if fig["ratio"] is not None else "-"
+                rows.append(f"  {state:<12} {ratio:>7}  {fig['label']} (target {fig['target']})")
+    return "\n".join(["targets:", *rows])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

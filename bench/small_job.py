@@ -1,0 +1,302 @@
+"""Bench 2: a tiny `visualize heatmap` end to end, in sync mode, against zyra as a fresh process and zyra's
+own API server (`POST /v1/cli/run`, sync), all on this machine in the same run, round-robin.
+
+jobgate's figure includes every durable step it makes: the job written to DynamoDB, its id sent
+through SQS, the claim, the input staged from S3, logs and the PNG uploaded to S3, the terminal state
+written, and the sync poll that sees it. The anatomy below the figures comes from the job's own
+timestamps and from the same worker handler run in this process with its AWS calls counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import (
+    HEATMAP_FLAGS,
+    BenchResult,
+    Figure,
+    api_client,
+    dev_stack,
+    median,
+    run_bench,
+    tiny_field,
+    upload,
+    wait_terminal,
+    zyra_api_server,
+    zyra_env,
+    zyra_heatmap_args,
+    zyra_process_argv,
+)
+from inproc import counting_calls, load_handler, stack_environment
+
+SYNC_FELL_BACK: list[str] = []  # sync submits that answered 202 (the job outran wait_s)
+
+
+def main(args: argparse.Namespace) -> BenchResult:
+    rounds = 5 if args.quick else 15
+    process_rounds = 3 if args.quick else 7
+    result = BenchResult("small_job", "2. Small job end to end: sync heatmap vs a fresh zyra and zyra's API")
+    with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
+        tmp = Path(tmp_name)
+        field = tiny_field(tmp / "field.npy")
+        with dev_stack() as dev, api_client(dev) as api, zyra_api_server(tmp) as zyra_url:
+            asset_id = upload(api, field, "application/x-npy")
+            body = {
+                "stage": "visualize",
+                "command": "heatmap",
+                "mode": "sync",
+                "wait_s": 25,
+                "args": {"input": f"asset://{asset_id}", "output": "map.png", **HEATMAP_FLAGS},
+            }
+            ours: list[float] = []
+            peer_api: list[float] = []
+            peer_proc: list[float] = []
+            jobs: list[dict[str, Any]] = []
+            zyra_stderr: list[str] = []
+            with httpx.Client(base_url=zyra_url, timeout=60) as zyra:
+                sync_job = _jobgate_sync(api, body)
+                zyra_call = _zyra_sync(zyra, field, tmp)
+                for _ in range(3):  # warm: API sandboxes, both workers, zyra's server
+                    sync_job()
+                    zyra_call()
+                for i in range(rounds):
+                    started = time.perf_counter()
+                    job = sync_job()
+                    ours.append(time.perf_counter() - started)
+                    jobs.append(job)
+                    started = time.perf_counter()
+                    zyra_stderr.append(zyra_call())
+                    peer_api.append(time.perf_counter() - started)
+                    if i < process_rounds:
+                        peer_proc.append(_fresh_process(field, tmp, i))
+            anatomy = _worker_anatomy(dev.aws_endpoint_url, dev.resources, dev.api_key, asset_id, rounds=5)
+
+    total = median(ours)
+    result.figures += [
+        Figure(
+            "jobgate sync heatmap (median)",
+            total,
+            "s",
+            peer_label="(a) fresh `zyra` process",
+            peer_value=median(peer_proc),
+            target="<= 0.25x (a)",
+            target_ratio=0.25,
+        ),
+        Figure(
+            "jobgate sync heatmap (median)",
+            total,
+            "s",
+            peer_label="(b) zyra API server, sync",
+            peer_value=median(peer_api),
+            target="<= 1.5x (b)",
+            target_ratio=1.5,
+        ),
+    ]
+    stages = _stages(jobs, ours)
+    empty_stderr = sum(1 for s in zyra_stderr if not s.strip())
+    result.details = {
+        "rounds": rounds,
+        "process_rounds": process_rounds,
+        "jobgate_stderr_intact": all("map.png" in job["stderr"] for job in jobs),
+        "sync_answers_past_wait_s": len(SYNC_FELL_BACK),
+        "zyra_api_empty_stderr": f"{empty_stderr} of {len(zyra_stderr)}",
+        **stages,
+        **anatomy,
+    }
+    result.notes += _explain(total, stages, anatomy, empty_stderr, len(zyra_stderr))
+    result.notes += _misses(result.figures, anatomy)
+    return result
+
+
+def _misses(figures: list[Figure], anatomy: Mapping[str, Any]) -> list[str]:
+    """By how much each target is missed, and what bounds it, from this run's own numbers."""
+    notes = []
+    fork = anatomy["worker_fork_to_exit_s"]
+    per_call = anatomy["worker_aws_seconds_per_job"] / max(1.0, anatomy["worker_aws_calls_per_job"])
+    log_calls = 2 * anatomy["worker_calls_per_job"].get("dynamodb.BatchWriteItem", 0)
+    vs_process, vs_api = figures
+    if vs_process.met is False and vs_process.ratio is not None and vs_process.peer_value:
+        budget = 0.25 * vs_process.peer_value
+        notes.append(
+            f"(a) missed by {vs_process.ratio - 0.25:.2f}x: {vs_process.ratio:.2f}x a fresh process where "
+            f"0.25x ({budget * 1000:.0f} ms) is asked. The forked heatmap ({fork * 1000:.0f} ms) fits in "
+            f"that; the worker's {anatomy['worker_aws_calls_per_job']:g} sequential AWS calls "
+            f"(~{per_call * 1000:.0f} ms each on moto), the sync poll (a GetItem every 50 ms) and the two "
+            "HTTP hops do not. The round trips, not fork or imports, are what is left to cut."
+        )
+    if vs_api.met is False and vs_api.ratio is not None and vs_api.peer_value:
+        # What any design with jobgate's durable steps pays at least: the forked command, and the job
+        # written, sent, received, claimed, its input read, its output and 2 logs put, its end written.
+        floor = fork + 10 * per_call
+        notes.append(
+            f"(b) missed by {vs_api.ratio - 1.5:.2f}x. zyra's server runs the heatmap in its own process "
+            f"with no durable step ({vs_api.peer_value * 1000:.0f} ms is the heatmap itself). jobgate's "
+            f"forked child alone takes {fork * 1000:.0f} ms, and one AWS call costs ~{per_call * 1000:.0f} "
+            f"ms here (moto); the 10 calls any durable design needs plus the fork come to "
+            f"~{floor * 1000:.0f} ms, {floor / vs_api.peer_value:.1f}x zyra's, before any overhead. Of "
+            f"jobgate's {anatomy['worker_aws_calls_per_job']:g} worker calls, ~{log_calls:g} write the "
+            "WebSocket event log (each publish: the job's event counter, then the events), on the job's "
+            "critical path even with no subscriber. A pre-forked child would take the fork (~10-30 ms of "
+            "the fork-to-exit; the imports are already warm) off the path, not the round trips."
+        )
+    return notes
+
+
+def _jobgate_sync(api: httpx.Client, body: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        answer = api.post("/v1/jobs", json=body)
+        job: dict[str, Any] = answer.json()
+        if answer.status_code == 202:  # past wait_s: a client then follows the job (counted in the time)
+            SYNC_FELL_BACK.append(job["job_id"])
+            job = wait_terminal(api, [job["job_id"]], timeout=300, every_s=0.05)[job["job_id"]]
+        elif answer.status_code != 200:
+            raise RuntimeError(f"sync heatmap answered {answer.status_code}: {answer.text[:500]}")
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"sync heatmap ended {job['status']}: {job.get('error')}")
+        return job
+
+    return run
+
+
+def _zyra_sync(zyra: httpx.Client, field: Path, tmp: Path) -> Callable[[], str]:
+    count = [0]
+
+    def run() -> str:
+        count[0] += 1
+        out = tmp / f"zyra-api-{count[0]}.png"
+        request = {
+            "stage": "visualize",
+            "command": "heatmap",
+            "mode": "sync",
+            "args": zyra_heatmap_args(field, out),
+        }
+        answer = zyra.post("/v1/cli/run", json=request).json()
+        if answer.get("exit_code") != 0 or not out.exists():
+            raise RuntimeError(f"zyra's API failed the heatmap: {answer}")
+        return str(answer.get("stderr") or "")
+
+    return run
+
+
+def _fresh_process(field: Path, tmp: Path, index: int) -> float:
+    out = tmp / f"zyra-process-{index}.png"
+    started = time.perf_counter()
+    subprocess.run(
+        zyra_process_argv(field, out), env=zyra_env(tmp), check=True, capture_output=True, timeout=120
+    )
+    elapsed = time.perf_counter() - started
+    if not out.exists():
+        raise RuntimeError("the zyra process wrote no PNG")
+    return elapsed
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _stages(jobs: list[dict[str, Any]], totals: list[float]) -> dict[str, float]:
+    """Where a sync job's time goes, from the job's own timestamps (one clock: this machine's)."""
+    queue_wait = [_ts(j["started_at"]) - _ts(j["created_at"]) for j in jobs]
+    run = [_ts(j["finished_at"]) - _ts(j["started_at"]) for j in jobs]
+    recorded = [_ts(j["finished_at"]) - _ts(j["created_at"]) for j in jobs]
+    return {
+        "created_to_started_s": median(queue_wait),
+        "started_to_finished_s": median(run),
+        "outside_the_record_s": median([t - r for t, r in zip(totals, recorded, strict=True)]),
+    }
+
+
+def _worker_anatomy(
+    endpoint: str, resources: Mapping[str, str], api_key: str, asset_id: str, rounds: int
+) -> dict[str, Any]:
+    """The worker handler in this process, on the same moto: its AWS calls and its command's time."""
+    started = time.perf_counter()
+    module = load_handler("worker", stack_environment(endpoint, resources, api_key))
+    cold_start = time.perf_counter() - started
+    from jobgate.models import Job, utcnow
+    from jobgate.services import worker as worker_module
+    from ulid import ULID
+
+    service = module._worker
+    store = service._store
+    exec_times: list[float] = []
+    real_execute = worker_module.execute
+
+    def timed_execute(*args: Any, **kwargs: Any) -> Any:
+        begun = time.perf_counter()
+        try:
+            return real_execute(*args, **kwargs)
+        finally:
+            exec_times.append(time.perf_counter() - begun)
+
+    worker_module.execute = timed_execute
+    handle_times: list[float] = []
+    try:
+        with counting_calls() as log:
+            for i in range(rounds + 1):
+                job = Job(
+                    job_id=str(ULID()),
+                    tenant="default",
+                    stage="visualize",
+                    command="heatmap",
+                    args={"input": f"asset://{asset_id}", "output": "map.png", **HEATMAP_FLAGS},
+                    inputs={"input": asset_id},
+                    timeout_s=60,
+                    request_hash="bench",
+                    created_at=utcnow(),
+                )
+                store.create(job)
+                if i == 0:  # the first job pays for lazy set-up; not counted
+                    service.handle(job.job_id, remaining_s=lambda: 900.0)
+                    log.reset()
+                    exec_times.clear()
+                    continue
+                begun = time.perf_counter()
+                done = service.handle(job.job_id, remaining_s=lambda: 900.0)
+                handle_times.append(time.perf_counter() - begun)
+                if done is None or done.status.value != "succeeded":
+                    raise RuntimeError(f"in-process worker did not succeed: {done}")
+    finally:
+        worker_module.execute = real_execute
+    return {
+        "worker_cold_start_s": cold_start,
+        "worker_handle_s": median(handle_times),
+        "worker_fork_to_exit_s": median(exec_times),
+        "worker_aws_calls_per_job": log.total_calls / rounds,
+        "worker_aws_seconds_per_job": log.total_seconds / rounds,
+        "worker_calls_per_job": {name: count / rounds for name, count in sorted(log.calls.items())},
+    }
+
+
+def _explain(
+    total: float, stages: Mapping[str, float], anatomy: Mapping[str, Any], empty: int, calls: int
+) -> list[str]:
+    ms = 1000.0
+    handle = anatomy["worker_handle_s"]
+    aws = anatomy["worker_aws_seconds_per_job"]
+    fork = anatomy["worker_fork_to_exit_s"]
+    calls_text = ", ".join(f"{n} x{c:g}" for n, c in anatomy["worker_calls_per_job"].items())
+    return [
+        f"Where jobgate's {total * ms:.0f} ms go (medians): created -> started (API's SendMessage, the "
+        f"SQS poller's receive, the invoke, GetItem + claim) {stages['created_to_started_s'] * ms:.0f} ms; "
+        f"started -> finished {stages['started_to_finished_s'] * ms:.0f} ms; outside the record (HTTP "
+        f"gateway both ways, submit before created_at, the sync poll that sees the end, every "
+        f"JOBGATE_SYNC_POLL_S = 50 ms) {stages['outside_the_record_s'] * ms:.0f} ms.",
+        f"The worker in-process takes {handle * ms:.0f} ms a job: the forked heatmap {fork * ms:.0f} ms "
+        f"(fork to exit), {anatomy['worker_aws_calls_per_job']:g} AWS calls {aws * ms:.0f} ms "
+        f"({calls_text}), the rest Python around them.",
+        f"zyra's API server answered an empty stderr {empty} of {calls} times (it keeps logging into the "
+        "first request's buffer); jobgate's stderr carried zyra's `INFO: map.png` line every time.",
+    ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_bench(main, __doc__ or ""))
