@@ -162,33 +162,27 @@ class ApiServices:
 def build_worker(settings: Settings, registry: Registry) -> WorkerService:
     from jobgate.services.worker import WorkerConfig, WorkerService
 
-    store = JobStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
+    services = ApiServices(settings, registry)
     config = WorkerConfig(
         lease_s=settings.lease_s, cancel_poll_s=settings.cancel_poll_s, max_attempts=settings.max_attempts
     )
-    events = EventStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
-    url = settings.ws_management_url
-    publisher = Publisher(events, Connections(url) if url else None)
-    queue = JobQueue(aws.sqs(), settings.queue_url)
     return WorkerService(
-        store,
-        BlobStore(aws.s3(), settings.bucket_name),
+        services.store,
+        services.blobs,
         registry,
         config,
-        publisher=publisher,
-        egress=EgressPolicy(settings.egress_allow, s3_buckets=settings.s3_input_buckets),
-        advancer=Advancer(store, queue, publisher),
-        queue=queue,
+        publisher=services.publisher,
+        egress=services.egress,
+        advancer=services.advancer,
+        queue=services.queue,
     )
 
 
 def build_sweeper(settings: Settings) -> Sweeper:
     from jobgate.services.sweeper import SweepConfig, Sweeper
 
-    store = JobStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
-    events = EventStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
-    url = settings.ws_management_url
+    services = ApiServices(settings, Registry([]))
     config = SweepConfig(requeue_after_s=settings.requeue_after_s, lost_after_s=settings.lost_after_s)
-    publisher = Publisher(events, Connections(url) if url else None)
-    queue = JobQueue(aws.sqs(), settings.queue_url)
-    return Sweeper(store, queue, config, publisher=publisher, advancer=Advancer(store, queue, publisher))
+    return Sweeper(
+        services.store, services.queue, config, publisher=services.publisher, advancer=services.advancer
+    )

@@ -288,6 +288,11 @@ class JobStream:
         self._progress = max(self._progress, min(1.0, value))  # progress never goes down
 
 
+def announce(publisher: Publisher | None, job: Job) -> None:
+    """Publish a job's status change; a failure to publish never changes what happens to the job."""
+    JobStream(job.job_id, publisher).status(job)
+
+
 def status_event(job: Job) -> JobEvent:
     return JobEvent(
         type="status", job_id=job.job_id, status=job.status, exit_code=job.exit_code, error=job.error

@@ -23,7 +23,7 @@ from jobgate.errors import (
     ValidationFailed,
 )
 from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
-from jobgate.services.events import JobStream, Publisher
+from jobgate.services.events import Publisher, announce
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import Invocation, Registry
 
@@ -95,7 +95,7 @@ class JobService:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
         invocation = self._registry.check(request.stage, request.command, request.args)
         timeout_s = self._timeout(request, invocation)
-        self._check_inputs(tenant, invocation)
+        self.check_inputs(tenant, invocation)
         if self._admit is not None:
             self._admit(tenant, request, invocation)
         job = Job(
@@ -158,9 +158,6 @@ class JobService:
         return retry
 
     def check_inputs(self, tenant: str, invocation: Invocation) -> None:
-        self._check_inputs(tenant, invocation)
-
-    def _check_inputs(self, tenant: str, invocation: Invocation) -> None:
         for name, asset_id in invocation.inputs.items():
             try:
                 asset = self._store.get_asset(asset_id, tenant=tenant)
@@ -210,7 +207,7 @@ class JobService:
         job = self._store.get(job_id, tenant=tenant)
         job = self._store.cancel(job, now=self._clock())
         if job.terminal:  # a running job's worker announces its own end
-            JobStream(job.job_id, self._publisher).status(job)
+            announce(self._publisher, job)
             if self._advancer is not None:
                 self._advancer.advance(job)
         return job
@@ -261,22 +258,19 @@ class JobService:
         return self._blobs.presign_get(key, expires_s=self._presign_s, filename=f"{job_id}.zip")
 
     def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
-        links = self.outputs(tenant, job_id)
+        names = [o.name for o in self._store.get(job_id, tenant=tenant).outputs]
         if name is None:
-            if not links:
+            if not names:
                 raise NotFound(f"Job '{job_id}' has no outputs.")
-            if len(links) > 1:
+            if len(names) > 1:
                 raise Conflict(
-                    f"Job '{job_id}' has {len(links)} outputs; name one with ?name=, or ask for ?zip=1.",
-                    extra={"outputs": [link.name for link in links]},
+                    f"Job '{job_id}' has {len(names)} outputs; name one with ?name=, or ask for ?zip=1.",
+                    extra={"outputs": names},
                 )
-        else:
-            chosen = [link for link in links if link.name == name]
-            if not chosen:
-                raise NotFound(f"Job '{job_id}' has no output '{name}'.")
-            links = chosen
-        if self._blobs.size(output_key(tenant, job_id, links[0].name)) is None:
-            raise Gone(
-                f"Output '{links[0].name}' of job '{job_id}' has expired; the retention policy removed it."
-            )
-        return links[0].url
+            name = names[0]
+        elif name not in names:
+            raise NotFound(f"Job '{job_id}' has no output '{name}'.")
+        key = output_key(tenant, job_id, name)
+        if self._blobs.size(key) is None:
+            raise Gone(f"Output '{name}' of job '{job_id}' has expired; the retention policy removed it.")
+        return self._blobs.presign_get(key, expires_s=self._presign_s, filename=name.rsplit("/", 1)[-1])

@@ -16,7 +16,7 @@ from jobgate.adapters.queue import JobQueue
 from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict, ValidationFailed
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.observability import logger
-from jobgate.services.events import JobStream, Publisher
+from jobgate.services.events import Publisher, announce
 from jobgate.services.limits import JobAdmission
 from jobgate.services.registry import ASSET_SCHEME, STEP_SCHEME, CommandContract, Invocation, Registry
 
@@ -125,6 +125,9 @@ class Advancer:
             if all(u.status == JobStatus.SUCCEEDED for u in upstream):
                 self._start(dep)
 
+    def announce(self, job: Job) -> None:
+        announce(self._publisher, job)
+
     def _start(self, job: Job) -> None:
         try:
             queued = self._store.unblock(job)
@@ -138,7 +141,7 @@ class Advancer:
             cancelled = self._store.cancel(job, now=self._clock(), reason=reason)
         except InvalidTransition:
             return
-        JobStream(job.job_id, self._publisher).status(cancelled)
+        self.announce(cancelled)
         self.advance(cancelled)
 
 
@@ -299,7 +302,7 @@ class PipelineService:
             except InvalidTransition:
                 continue
             if done.terminal:
-                JobStream(job.job_id, self._advancer._publisher).status(done)
+                self._advancer.announce(done)
         return pipeline
 
 

@@ -13,7 +13,7 @@ from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError
 from jobgate.models import JobError, JobStatus, utcnow
 from jobgate.observability import logger
-from jobgate.services.events import JobStream, Publisher
+from jobgate.services.events import Publisher, announce
 from jobgate.services.pipelines import Advancer
 
 
@@ -74,7 +74,7 @@ class Sweeper:
                     failed = self._store.fail_unfinished(
                         job, error=JobError(type="never_started", message=message), now=now
                     )
-                    JobStream(job.job_id, self._publisher).status(failed)
+                    announce(self._publisher, failed)
                     if self._advancer is not None:
                         self._advancer.advance(failed)
                     report.failed.append(job.job_id)

@@ -22,7 +22,7 @@ from jobgate.media import guess_media_type
 from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
 from jobgate.services.egress import EgressPolicy
-from jobgate.services.events import STAGED, STARTED, JobStream, Publisher
+from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, announce
 from jobgate.services.executor import ExecResult, execute
 from jobgate.services.jobs import archive_key, log_key, output_key
 from jobgate.services.pipelines import Advancer
@@ -129,7 +129,7 @@ class WorkerService:
                     now=now,
                 )
                 logger.error("job failed after its last attempt was lost", job_id=job_id)
-                self._announce(lost)
+                announce(self._publisher, lost)
                 self._move_on(lost)
                 return None
             logger.warning("taking over a job whose worker stopped", job_id=job_id, attempt=job.attempts)
@@ -138,10 +138,6 @@ class WorkerService:
         except InvalidTransition:
             logger.info("job claimed by another delivery", job_id=job_id)
             return None
-
-    def _announce(self, job: Job) -> None:
-        """Publish a status change; a failure to publish never changes what happens to the job."""
-        JobStream(job.job_id, self._publisher).status(job)
 
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
@@ -247,15 +243,21 @@ class WorkerService:
                 raise InputError(f"Input '{name}': the file of asset '{asset_id}' is gone.") from exc
             paths[name] = str(relative)
             staged.add(target)
+        upstream_ids = sorted({ref.split("/", 1)[0] for ref in job.upstream.values()})
+        upstream = self._store.get_many(upstream_ids) if upstream_ids else {}
         for name, ref in job.upstream.items():
-            paths[name] = self._stage_upstream(job, name, ref, workdir, staged)
+            paths[name] = self._stage_upstream(job, name, ref, upstream, workdir, staged)
         return paths, staged
 
-    def _stage_upstream(self, job: Job, name: str, ref: str, workdir: Path, staged: set[Path]) -> str:
+    def _stage_upstream(
+        self, job: Job, name: str, ref: str, jobs: Mapping[str, Job], workdir: Path, staged: set[Path]
+    ) -> str:
         """Fetch what a pipeline step reads from an earlier step: one output, or a folder of them."""
         upstream_id, _, path = ref.partition("/")
         wanted = path.strip("/")
-        upstream = self._store.get(upstream_id)
+        if upstream_id not in jobs:
+            raise InputError(f"Input '{name}': the step it reads from no longer exists.")
+        upstream = jobs[upstream_id]
         base = Path("inputs") / (upstream.step or upstream_id)
         matches = [
             o for o in upstream.outputs if not wanted or o.name == wanted or o.name.startswith(f"{wanted}/")
