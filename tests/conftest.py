@@ -22,10 +22,12 @@ FAKE_AWS_ENV = {
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """An in-process moto for one test; our cached clients are rebuilt inside it."""
     for key, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(key, value)
+    # A worker empties its work folder at cold start: each test's workers have their own.
+    monkeypatch.setenv("JOBGATE_WORK_ROOT", str(tmp_path / "jobgate-work"))
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     aws_clients.reset_clients()

@@ -19,6 +19,7 @@ _registry = Registry.from_entry_points()
 if _settings.warm_command_sets:
     _registry.warm()
 _worker = build_worker(_settings, _registry)
+_worker.prepare()
 # A batch whose every record failed is still answered as partial failures, not raised.
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Client
+from tests.support.lambdas import load_handler
 
 pytestmark = pytest.mark.zyra
 
@@ -93,6 +95,28 @@ def steps(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s["job"] for s in view["steps"]}
 
 
+def test_a_video_step_on_a_worker_without_ffmpeg_fails_instead_of_succeeding_empty(
+    client: Client, make_asset: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # zyra's compose-video prints "ffmpeg/ffprobe not available; skipping" and exits 0 when it finds no
+    # ffmpeg: the job must not end `succeeded` with nothing to show.
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    client.worker = load_handler("worker")  # a cold start whose commands see that PATH
+    created = client.call("POST", "/v1/pipelines", body=chain(frames_assets(make_asset, tmp_path)))
+    assert created.status == 201, created.body
+    drain(client)
+    jobs = steps(client.call("GET", f"/v1/pipelines/{created.json()['pipeline_id']}").json())
+    assert {n: jobs[n]["status"] for n in ("render", "scan", "pad")} == dict.fromkeys(
+        ("render", "scan", "pad"), "succeeded"
+    )
+    video = jobs["video"]
+    assert video["status"] == "failed" and video["exit_code"] == 0, video
+    assert video["error"]["type"] == "missing_output"
+    assert "'video.mp4' (--output)" in video["error"]["message"]
+    assert "skipping video composition" in video["stderr"]
+    assert video["outputs"] == []
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="compose-video needs ffmpeg")
 def test_four_zyra_steps_run_in_order_and_the_video_comes_out(
     client: Client, make_asset: Callable[..., str], tmp_path: Path
@@ -113,7 +137,7 @@ def test_four_zyra_steps_run_in_order_and_the_video_comes_out(
     assert [o["name"] for o in jobs["pad"]["outputs"]] == ["filled/frame_20261103.png"]
     video = jobs["video"]["outputs"]
     assert [o["name"] for o in video] == ["video.mp4"] and video[0]["media_type"] == "video/mp4"
-    key = f"results/default/{jobs['video']['job_id']}/video.mp4"
+    key = f"results/default/{jobs['video']['job_id']}/a1/video.mp4"
     data = boto3.client("s3").get_object(Bucket=client.resources.bucket_name, Key=key)["Body"].read()
     assert data[4:8] == b"ftyp"
     # Staged inputs are not outputs: the video step's only output is its video.

@@ -230,7 +230,7 @@ def test_expired_output_download_is_gone(client: Client, npy_file: Path) -> None
     available(client, ticket["asset_id"])
     args = {"input": f"asset://{ticket['asset_id']}", "output": "m.png", **FLAGS}
     job = run(client, {"stage": "visualize", "command": "heatmap", "args": args})
-    key = f"results/default/{job['job_id']}/m.png"
+    key = f"results/default/{job['job_id']}/a{job['attempts']}/m.png"
     boto3.client("s3").delete_object(
         Bucket=client.resources.bucket_name, Key=key
     )  # as the lifecycle rule would

@@ -270,4 +270,4 @@ def test_links_and_devices_the_command_makes_are_not_outputs(
     assert job.status == JobStatus.SUCCEEDED, job.stderr
     assert [o.name for o in job.outputs] == ["result.txt"]
     listed = boto3.client("s3").list_objects_v2(Bucket=resources.bucket_name, Prefix="results/")
-    assert [o["Key"] for o in listed["Contents"]] == [f"results/acme/{job.job_id}/result.txt"]
+    assert [o["Key"] for o in listed["Contents"]] == [f"results/acme/{job.job_id}/a{job.attempts}/result.txt"]

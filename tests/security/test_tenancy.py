@@ -36,9 +36,16 @@ def _finish(store: JobStore, api: Api, job_id: str, tenant: str) -> None:
     job = store.claim(job, now=now, lease_until=now + timedelta(seconds=30))
     s3 = boto3.client("s3")
     bucket = api.resources.bucket_name
-    s3.put_object(Bucket=bucket, Key=output_key(tenant, job_id, "map.png"), Body=PNG, ContentType="image/png")
+    s3.put_object(
+        Bucket=bucket,
+        Key=output_key(tenant, job_id, job.attempts, "map.png"),
+        Body=PNG,
+        ContentType="image/png",
+    )
     for stream in ("stdout", "stderr"):
-        s3.put_object(Bucket=bucket, Key=log_key(tenant, job_id, stream), Body=b"acme's secret log line\n")
+        s3.put_object(
+            Bucket=bucket, Key=log_key(tenant, job_id, job.attempts, stream), Body=b"acme's secret log line\n"
+        )
     result = JobResult(
         status=JobStatus.SUCCEEDED,
         exit_code=0,
@@ -176,6 +183,6 @@ def test_presigned_links_point_into_the_owners_prefix_only(
     api: Api, keys: dict[str, str], owned: Owned
 ) -> None:
     (output,) = api.call("GET", f"/v1/jobs/{owned.job_id}/outputs", keys["acme"]).json()["items"]
-    assert f"/results/acme/{owned.job_id}/map.png" in output["url"]
+    assert f"/results/acme/{owned.job_id}/a1/map.png" in output["url"]
     location = api.call("GET", f"/v1/assets/{owned.asset_id}/download", keys["acme"]).headers["location"]
     assert re.search(rf"/uploads/acme/{owned.asset_id}/", location)

@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -146,6 +148,9 @@ class FunctionPool:
         self._sandboxes: dict[int, _Sandbox] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # Each sandbox has a /tmp of its own, as on Lambda: a worker that empties its work folder at
+        # cold start must not remove another sandbox's running job.
+        self._tmp_root = Path(tempfile.mkdtemp(prefix=f"jobgate-{config.logical_id}-"))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -183,6 +188,7 @@ class FunctionPool:
             thread.start()
         for thread in threads:
             thread.join(timeout=grace + 5.0)
+        shutil.rmtree(self._tmp_root, ignore_errors=True)
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -334,7 +340,7 @@ class FunctionPool:
             proc = subprocess.Popen(
                 [self._python, "-m", "jobgate_local.runtime", str(child_sock.fileno())],
                 cwd=self.config.code_dir,
-                env=self._environment(),
+                env=self._environment(index),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -363,15 +369,18 @@ class FunctionPool:
         logger.debug("started sandbox %s (pid %s)", label, proc.pid)
         return sandbox
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, index: int) -> dict[str, str]:
         """The host's environment without anything AWS, then Lambda's variables and the function's own."""
         config = self.config
+        tmp = self._tmp_root / str(index)
+        tmp.mkdir(parents=True, exist_ok=True)
         env = {
             key: value
             for key, value in self._base_env.items()
             if not key.startswith(_RESERVED_PREFIXES) and not key.startswith(("JOBGATE_", "POWERTOOLS_"))
         }
         env.update(_LOCAL_DEFAULTS)
+        env["TMPDIR"] = str(tmp)
         env.update(config.environment)
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         env.update(

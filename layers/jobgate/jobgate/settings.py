@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=10)
     default_job_timeout_s: int = Field(default=600, ge=1)
     lease_s: int = Field(default=30, ge=2)
+    # Where the worker makes each job's work folder; emptied at every cold start (default: under TMPDIR).
+    work_root: Path | None = None
     cancel_poll_s: float = Field(default=1.0, gt=0)
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.05, gt=0)

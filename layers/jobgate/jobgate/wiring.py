@@ -164,7 +164,12 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
 
     services = ApiServices(settings, registry)
     config = WorkerConfig(
-        lease_s=settings.lease_s, cancel_poll_s=settings.cancel_poll_s, max_attempts=settings.max_attempts
+        lease_s=settings.lease_s,
+        # A cancel request is learned at the next renewal of the lease.
+        heartbeat_s=settings.cancel_poll_s,
+        cancel_poll_s=min(0.25, settings.cancel_poll_s),
+        max_attempts=settings.max_attempts,
+        **({"work_root": settings.work_root} if settings.work_root is not None else {}),
     )
     return WorkerService(
         services.store,

@@ -19,6 +19,8 @@ class Override:
     role: ParamRole | None = None
     media_types: tuple[str, ...] = ()
     exclude: bool = False
+    # An output the command may rightly leave unwritten (it writes it only under some other flag).
+    optional: bool = False
 
 
 # (stage, command) -> dest -> override
@@ -87,6 +89,7 @@ def param_spec(action: argparse.Action, prog: str, override: Override | None = N
         help=help_text(action, prog),
         role=override.role or "value",
         media_types=list(override.media_types),
+        optional=override.optional,
     )
 
 

@@ -68,6 +68,10 @@ def _input(*kinds: str) -> Override:
 
 OUTPUT = Override(role="output")
 OUTPUT_DIR = Override(role="output_dir")
+# Written only when there is something to write (a sync that found nothing new, no frame missing)
+# or under another flag (--write-metadata): a job is not failed for leaving them empty.
+OPTIONAL_OUTPUT = Override(role="output", optional=True)
+OPTIONAL_OUTPUT_DIR = Override(role="output_dir", optional=True)
 PATH = Override(role="path")  # a relative path inside the work folder, read or written
 VALUE = Override(role="value")
 EXCLUDE = Override(exclude=True)
@@ -86,7 +90,7 @@ _RASTER_RENDER = {
 }
 _FETCH = {
     "output": OUTPUT,
-    "output_dir": OUTPUT_DIR,
+    "output_dir": OPTIONAL_OUTPUT_DIR,
     "manifest": _input("text"),
     "credential_file": _input("any"),
 }
@@ -94,11 +98,11 @@ _FETCH = {
 OVERRIDES: Overrides = {
     ("acquire", "http"): _FETCH,
     ("acquire", "s3"): {k: v for k, v in _FETCH.items() if k != "credential_file"},
-    ("acquire", "ftp"): {**_FETCH, "sync_dir": OUTPUT_DIR, "frames_meta": PATH},
+    ("acquire", "ftp"): {**_FETCH, "sync_dir": OPTIONAL_OUTPUT_DIR, "frames_meta": PATH},
     ("acquire", "thredds"): {
         "output": OUTPUT,
-        "output_dir": OUTPUT_DIR,
-        "sync_dir": OUTPUT_DIR,
+        "output_dir": OPTIONAL_OUTPUT_DIR,
+        "sync_dir": OPTIONAL_OUTPUT_DIR,
         "credential_file": _input("any"),
     },
     ("acquire", "vimeo"): {"output": OUTPUT},
@@ -115,7 +119,7 @@ OVERRIDES: Overrides = {
     },
     ("process", "pad-missing"): {
         "frames_meta": _input("json"),
-        "output_dir": OUTPUT_DIR,
+        "output_dir": OPTIONAL_OUTPUT_DIR,
         "basemap": PATH,
         "json_report": OUTPUT,
     },
@@ -131,7 +135,7 @@ OVERRIDES: Overrides = {
     ("process", "video-transcode"): {
         "input": _input("video"),
         "output": OUTPUT,
-        "metadata_out": OUTPUT,
+        "metadata_out": OPTIONAL_OUTPUT,
         "extra_args": EXCLUDE,
     },
     ("process", "audio-transcode"): {"input": _input("audio"), "output": OUTPUT},

@@ -30,17 +30,22 @@ from jobgate.services.registry import Invocation, Registry
 INLINE_LOG_LIMIT = 1024 * 1024
 
 
-def log_key(tenant: str, job_id: str, stream: str) -> str:
-    return f"logs/{tenant}/{job_id}/{stream}.log"
+# Every attempt writes under a prefix of its own: an attempt that was superseded (its worker lost the
+# lease but still runs) can never change an object the job's record points at. The record names the
+# attempt that finished it (`attempts`), so readers find its objects from the record alone.
 
 
-def output_key(tenant: str, job_id: str, name: str) -> str:
-    return f"results/{tenant}/{job_id}/{name}"
+def log_key(tenant: str, job_id: str, attempt: int, stream: str) -> str:
+    return f"logs/{tenant}/{job_id}/a{attempt}/{stream}.log"
 
 
-def archive_key(tenant: str, job_id: str) -> str:
-    # Beside the job's folder, never inside it: no output name can collide with it.
-    return f"results/{tenant}/{job_id}.zip"
+def output_key(tenant: str, job_id: str, attempt: int, name: str) -> str:
+    return f"results/{tenant}/{job_id}/a{attempt}/{name}"
+
+
+def archive_key(tenant: str, job_id: str, attempt: int) -> str:
+    # Beside the attempt's folder, never inside it: no output name can collide with it.
+    return f"results/{tenant}/{job_id}/a{attempt}.zip"
 
 
 class JobLimits(BaseModel):
@@ -217,7 +222,7 @@ class JobService:
         tail = job.stdout if stream == "stdout" else job.stderr
         if not job.terminal:
             return LogContent(text=tail)
-        key = log_key(tenant, job_id, stream)
+        key = log_key(tenant, job_id, job.attempts, stream)
         size = self._blobs.size(key)
         if size is None:
             return LogContent(text=tail)
@@ -233,7 +238,7 @@ class JobService:
             OutputLink(
                 **o.model_dump(),
                 url=self._blobs.presign_get(
-                    output_key(tenant, job_id, o.name),
+                    output_key(tenant, job_id, job.attempts, o.name),
                     expires_s=self._presign_s,
                     filename=o.name.rsplit("/", 1)[-1],
                 ),
@@ -252,13 +257,14 @@ class JobService:
                 else "the job has not finished with outputs"
             )
             raise Conflict(f"Job '{job_id}' has no zip of its outputs ({hint}).")
-        key = archive_key(tenant, job_id)
+        key = archive_key(tenant, job_id, job.attempts)
         if self._blobs.size(key) is None:
             raise Gone(f"The zip of job '{job_id}' has expired; the retention policy removed it.")
         return self._blobs.presign_get(key, expires_s=self._presign_s, filename=f"{job_id}.zip")
 
     def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
-        names = [o.name for o in self._store.get(job_id, tenant=tenant).outputs]
+        job = self._store.get(job_id, tenant=tenant)
+        names = [o.name for o in job.outputs]
         if name is None:
             if not names:
                 raise NotFound(f"Job '{job_id}' has no outputs.")
@@ -270,7 +276,7 @@ class JobService:
             name = names[0]
         elif name not in names:
             raise NotFound(f"Job '{job_id}' has no output '{name}'.")
-        key = output_key(tenant, job_id, name)
+        key = output_key(tenant, job_id, job.attempts, name)
         if self._blobs.size(key) is None:
             raise Gone(f"Output '{name}' of job '{job_id}' has expired; the retention policy removed it.")
         return self._blobs.presign_get(key, expires_s=self._presign_s, filename=name.rsplit("/", 1)[-1])

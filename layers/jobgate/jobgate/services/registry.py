@@ -42,6 +42,9 @@ class ParamSpec(BaseModel):
     help: str = ""
     role: ParamRole = "value"
     media_types: list[str] = Field(default_factory=list)
+    # For an output: the command may leave it unwritten (else a job whose command exits 0 without
+    # writing it ends failed, `missing_output`).
+    optional: bool = False
 
     @property
     def spelling(self) -> str:

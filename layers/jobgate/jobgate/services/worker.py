@@ -7,12 +7,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
@@ -26,10 +28,13 @@ from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, annou
 from jobgate.services.executor import ExecResult, execute
 from jobgate.services.jobs import archive_key, log_key, output_key
 from jobgate.services.pipelines import Advancer
-from jobgate.services.registry import CommandContract, Registry, build_argv
+from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
 
-# Time kept back from the Lambda deadline to upload logs and outputs and record the end.
+# Time kept back from the Lambda deadline, when the command starts, to upload logs and outputs and
+# record the end.
 FINISH_MARGIN_S = 20.0
+# Time kept back from the deadline for the last write (the terminal status) once the uploads run.
+RECORD_MARGIN_S = 5.0
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # The child's whole environment: no AWS credentials, nothing of the worker's own.
@@ -39,14 +44,123 @@ _CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PROJ_LIB"
 @dataclass(frozen=True)
 class WorkerConfig:
     lease_s: int = 30
+    # How often the lease is renewed (which is also how soon a cancel request is learned); at most a
+    # third of the lease, so two renewals can fail before it runs out.
     heartbeat_s: float = 1.0
+    # How often the running command's supervisor looks at the cancel flag (a read, never a call).
     cancel_poll_s: float = 0.25
     max_attempts: int = 3
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jobgate")
 
+    @property
+    def renew_every_s(self) -> float:
+        return max(0.05, min(self.heartbeat_s, self.lease_s / 3))
+
 
 class InputError(JobgateError):
     """An input could not be staged for a reason a retry will not fix."""
+
+
+class OutOfTime(JobgateError):
+    """A phase of the attempt (staging, uploads) would run past the worker's deadline."""
+
+
+class LeaseLost(InvalidTransition):
+    """This attempt no longer holds its job: another attempt took it over, the job ended, or the lease
+    ran out while it could not be renewed."""
+
+    def __init__(self, detail: str, *, taken_over: bool) -> None:
+        super().__init__(detail)
+        self.taken_over = taken_over
+
+
+class Lease:
+    """Keeps one attempt's lease alive from claim to finish, on a thread of its own.
+
+    Staging, the command and the uploads all run under it, so no phase of an attempt can outlast its
+    lease while the worker is still working, and a slow renewal never delays the command's timeout or
+    cancel. It also carries the job's progress to the record and learns of a cancel request. When it
+    cannot renew before the lease would run out (the table unreachable), the attempt counts as lost:
+    another worker may take the job over, so this one must stop and write nothing more.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job: Job,
+        attempt: int,
+        *,
+        lease_s: int,
+        every_s: float,
+        clock: Callable[[], datetime],
+        progress: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._job_id = job.job_id
+        self._attempt = attempt
+        self._lease = timedelta(seconds=lease_s)
+        self._every_s = every_s
+        self._clock = clock
+        self._progress = progress
+        self._held_until = job.lease_until or epoch_ms(clock() + self._lease)
+        self._cancel = job.cancel_requested
+        self._lost: str | None = None
+        self._taken_over = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"lease-{job.job_id}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel
+
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
+    def should_stop(self) -> bool:
+        """What the command's supervisor asks: a flag read, never a call to AWS."""
+        return self._cancel or self._lost is not None
+
+    def check(self) -> None:
+        """Raise LeaseLost when the attempt may no longer write anything."""
+        if self._lost is not None:
+            raise LeaseLost(self._lost, taken_over=self._taken_over)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self.renew()
+            if self._lost is not None:
+                return
+
+    def renew(self) -> None:
+        until = self._clock() + self._lease
+        try:
+            job = self._store.heartbeat(
+                self._job_id, attempt=self._attempt, lease_until=until, progress=self._progress()
+            )
+        except InvalidTransition:
+            self._taken_over = True
+            self._lost = f"Job '{self._job_id}' attempt {self._attempt} was taken over or ended."
+        except JobgateError as exc:
+            left_ms = self._held_until - epoch_ms(self._clock())
+            logger.warning("lease renewal failed", job_id=self._job_id, error=exc.detail, left_ms=left_ms)
+            if left_ms <= self._every_s * 1000:
+                self._lost = f"Job '{self._job_id}' attempt {self._attempt} could not renew its lease."
+        else:
+            self._held_until = epoch_ms(until)
+            self._cancel = self._cancel or job.cancel_requested
 
 
 def child_environment(parent: Mapping[str, str], workdir: Path) -> dict[str, str]:
@@ -97,12 +211,28 @@ class WorkerService:
         attempt = job.attempts
         try:
             return self._run(job, attempt, remaining_s)
+        except LeaseLost as exc:
+            if not exc.taken_over:
+                raise  # the table is unreachable: let the message come back
+            logger.warning("job taken over by another attempt", job_id=job_id, attempt=attempt)
+            return None
         except InvalidTransition:
             logger.warning("job taken over by another attempt", job_id=job_id, attempt=attempt)
             return None
         except Exception:
             self._store.release(job_id, attempt=attempt, now=self._clock())
             raise
+
+    def prepare(self) -> None:
+        """At cold start: remove what an earlier runtime left in the work folder (killed by a timeout
+        or out of memory, it never reached its own clean-up)."""
+        root = self._config.work_root
+        if root.is_dir():
+            for entry in root.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def _claim(self, job_id: str) -> Job | None:
         try:
@@ -142,6 +272,7 @@ class WorkerService:
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
         command_set = self._registry.command_set(contract.command_set)
+        deadline = time.monotonic() + remaining_s()
         workdir = self._config.work_root / f"{job.job_id}-{attempt}"
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / ".tmp").mkdir(parents=True)
@@ -152,58 +283,68 @@ class WorkerService:
         )
         # Published with the first progress, in one batch: fewer round trips before the command runs.
         stream.queue_status(job)
+        lease = Lease(
+            self._store,
+            job,
+            attempt,
+            lease_s=self._config.lease_s,
+            every_s=self._config.renew_every_s,
+            clock=self._clock,
+            progress=lambda: stream.progress,
+        )
+        attempt_run = _Attempt(job, attempt, contract, command_set, workdir, logs, stream, lease, deadline)
         try:
-            try:
-                paths, staged = self._stage_inputs(job, workdir)
-            except InputError as exc:
-                return self._finish(job, attempt, _failure("input", exc.detail), stream)
-            stream.note(STAGED)
-            job = self._heartbeat(job, attempt, progress=STAGED)  # staging may be long: renew the lease
-            argv = build_argv(job.args, contract, paths)
-            logger.info("job started", job_id=job.job_id, attempt=attempt, argv=argv)
-            stream.milestone(STARTED)
-            cancel = _CancelFlag(self._config.heartbeat_s)
-            budget = max(1.0, min(float(job.timeout_s), remaining_s() - FINISH_MARGIN_S))
-            result = execute(
-                self._egress.guarded(command_set.run),
-                argv,
-                workdir=workdir,
-                env=child_environment(self._parent_env, workdir),
-                timeout_s=budget,
-                stdout_path=logs / "stdout",
-                stderr_path=logs / "stderr",
-                should_cancel=cancel.is_set,
-                cancel_poll_s=self._config.cancel_poll_s,
-                on_output=stream.output,
-                on_tick=lambda: self._tick(job, attempt, cancel, stream),
-            )
-            stream.close()
-            if cancel.lost:
-                raise InvalidTransition(f"Job '{job.job_id}' attempt {attempt} lost its lease.")
-            logger.info(
-                "job exited", job_id=job.job_id, exit_code=result.exit_code, duration_s=result.duration_s
-            )
-            outputs = self._store_outputs(job, workdir, staged)
-            archive = self._store_archive(job, workdir, outputs, logs) if job.zip_outputs else None
-            stdout, stderr = self._store_logs(job, logs)
-            result_ = _result(result, budget < job.timeout_s, stdout, stderr, outputs)
-            result_.archive = archive
-            return self._finish(job, attempt, result_, stream)
+            with lease:
+                return self._attempt(attempt_run)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(logs, ignore_errors=True)
 
-    def _tick(self, job: Job, attempt: int, cancel: _CancelFlag, stream: JobStream) -> None:
-        stream.tick()
-        if not cancel.heartbeat_due():
-            return
+    def _attempt(self, a: _Attempt) -> Job:
+        job, stream, lease = a.job, a.stream, a.lease
         try:
-            cancel.update(self._heartbeat(job, attempt, progress=stream.progress))
-        except InvalidTransition:
-            # Another attempt owns the job now (or it ended): stop this child, write nothing.
-            cancel.lost = True
-        except JobgateError as exc:
-            logger.warning("heartbeat failed; will retry", job_id=job.job_id, error=exc.detail)
+            # After staging, the command needs the finish margin and at least a second to run.
+            paths, staged = self._stage_inputs(job, a.workdir, lease, a.deadline - FINISH_MARGIN_S - 1.0)
+        except InputError as exc:
+            return self._finish(a, _failure("input", exc.detail))
+        except OutOfTime as exc:
+            return self._finish(a, _out_of_time(exc.detail))
+        stream.note(STAGED)
+        argv = build_argv(job.args, a.contract, paths)
+        logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv)
+        stream.milestone(STARTED)
+        budget = max(1.0, min(float(job.timeout_s), a.deadline - time.monotonic() - FINISH_MARGIN_S))
+        run = execute(
+            self._egress.guarded(a.command_set.run),
+            argv,
+            workdir=a.workdir,
+            env=child_environment(self._parent_env, a.workdir),
+            timeout_s=budget,
+            stdout_path=a.logs / "stdout",
+            stderr_path=a.logs / "stderr",
+            should_cancel=lease.should_stop,
+            cancel_poll_s=self._config.cancel_poll_s,
+            on_output=stream.output,
+            on_tick=stream.tick,
+        )
+        stream.close()
+        lease.check()
+        logger.info("job exited", job_id=job.job_id, exit_code=run.exit_code, duration_s=run.duration_s)
+        upload_by = a.deadline - RECORD_MARGIN_S
+        try:
+            stdout, stderr = self._store_logs(a, upload_by)
+            outputs = self._store_outputs(a, staged, upload_by)
+            archive = self._store_archive(a, outputs, upload_by) if job.zip_outputs else None
+        except OutOfTime as exc:
+            return self._finish(a, _out_of_time(exc.detail))
+        result = _result(run, budget < job.timeout_s, stdout, stderr, outputs)
+        result.archive = archive
+        if result.status == JobStatus.SUCCEEDED:
+            missing = missing_outputs(job.args, a.contract, a.workdir)
+            if missing:
+                result.status = JobStatus.FAILED
+                result.error = JobError(type="missing_output", message=_missing_message(missing))
+        return self._finish(a, result)
 
     def dead_letter(self, job_id: str, *, receive_count: int) -> Job | None:
         """End as failed a job whose message was given up on; a finished job is left alone."""
@@ -221,14 +362,13 @@ class WorkerService:
         except InvalidTransition:
             return self._store.get(job_id)
 
-    def _heartbeat(self, job: Job, attempt: int, progress: float | None = None) -> Job:
-        lease_until = self._clock() + timedelta(seconds=self._config.lease_s)
-        return self._store.heartbeat(job.job_id, attempt=attempt, lease_until=lease_until, progress=progress)
-
-    def _stage_inputs(self, job: Job, workdir: Path) -> tuple[dict[str, str], set[Path]]:
+    def _stage_inputs(
+        self, job: Job, workdir: Path, lease: Lease, stage_by: float
+    ) -> tuple[dict[str, str], set[Path]]:
         paths: dict[str, str] = {}
         staged: set[Path] = set()
         for name, asset_id in job.inputs.items():
+            _in_time(stage_by, lease, "Staging the inputs")
             try:
                 asset = self._store.get_asset(asset_id, tenant=job.tenant)
             except NotFound as exc:
@@ -246,7 +386,9 @@ class WorkerService:
         upstream_ids = sorted({ref.split("/", 1)[0] for ref in job.upstream.values()})
         upstream = self._store.get_many(upstream_ids) if upstream_ids else {}
         for name, ref in job.upstream.items():
+            _in_time(stage_by, lease, "Staging the inputs")
             paths[name] = self._stage_upstream(job, name, ref, upstream, workdir, staged)
+        _in_time(stage_by, lease, "Staging the inputs")
         return paths, staged
 
     def _stage_upstream(
@@ -268,7 +410,8 @@ class WorkerService:
             target = workdir / base / output.name
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._blobs.download_file(output_key(job.tenant, upstream_id, output.name), target)
+                key = output_key(job.tenant, upstream_id, upstream.attempts, output.name)
+                self._blobs.download_file(key, target)
             except NotFound as exc:
                 raise InputError(
                     f"Input '{name}': output '{output.name}' of step '{upstream.step}' is gone."
@@ -276,30 +419,34 @@ class WorkerService:
             staged.add(target)
         return str(base / wanted) if wanted else str(base)
 
-    def _store_outputs(self, job: Job, workdir: Path, staged: set[Path]) -> list[Output]:
+    def _store_outputs(self, a: _Attempt, staged: set[Path], upload_by: float) -> list[Output]:
+        job = a.job
         outputs: list[Output] = []
-        for path in sorted(workdir.rglob("*")):
-            relative = path.relative_to(workdir)
+        for path in sorted(a.workdir.rglob("*")):
+            relative = path.relative_to(a.workdir)
             # Symlinks are never followed: a command could point one anywhere on the worker.
             if path in staged or path.is_symlink() or not path.is_file() or relative.parts[0] == ".tmp":
                 continue
+            _in_time(upload_by, a.lease, "Uploading the outputs")
             media_type = guess_media_type(path)
             name = relative.as_posix()
-            self._blobs.upload_file(path, output_key(job.tenant, job.job_id, name), media_type)
+            self._blobs.upload_file(path, output_key(job.tenant, job.job_id, a.attempt, name), media_type)
             outputs.append(
                 Output(name=name, size=path.stat().st_size, media_type=media_type, sha256=_sha256(path))
             )
         return outputs
 
-    def _store_archive(self, job: Job, workdir: Path, outputs: list[Output], scratch: Path) -> Output | None:
+    def _store_archive(self, a: _Attempt, outputs: list[Output], upload_by: float) -> Output | None:
         """One zip of every output, built here so the client downloads one file."""
         if not outputs:
             return None
-        path = scratch / "outputs.zip"
+        path = a.logs / "outputs.zip"
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for output in outputs:
-                archive.write(workdir / output.name, arcname=output.name)
-        self._blobs.upload_file(path, archive_key(job.tenant, job.job_id), "application/zip")
+                archive.write(a.workdir / output.name, arcname=output.name)
+        _in_time(upload_by, a.lease, "Uploading the outputs")
+        job = a.job
+        self._blobs.upload_file(path, archive_key(job.tenant, job.job_id, a.attempt), "application/zip")
         return Output(
             name=f"{job.job_id}.zip",
             size=path.stat().st_size,
@@ -307,16 +454,23 @@ class WorkerService:
             sha256=_sha256(path),
         )
 
-    def _store_logs(self, job: Job, logs: Path) -> tuple[str, str]:
+    def _store_logs(self, a: _Attempt, upload_by: float) -> tuple[str, str]:
+        job = a.job
         tails = []
         for stream in ("stdout", "stderr"):
-            path = logs / stream
+            _in_time(upload_by, a.lease, "Uploading the logs")
+            path = a.logs / stream
             data = path.read_bytes() if path.exists() else b""
-            self._blobs.put_bytes(log_key(job.tenant, job.job_id, stream), data, "text/plain; charset=utf-8")
+            key = log_key(job.tenant, job.job_id, a.attempt, stream)
+            self._blobs.put_bytes(key, data, "text/plain; charset=utf-8")
             tails.append(tail(data))
         return tails[0], tails[1]
 
-    def _finish(self, job: Job, attempt: int, result: JobResult, stream: JobStream) -> Job:
+    def _finish(self, a: _Attempt, result: JobResult) -> Job:
+        job, attempt, stream = a.job, a.attempt, a.stream
+        # The renewals stop first: the conditional write below is what decides, not the lease.
+        a.lease.stop()
+        a.lease.check()
         if self._retriable(job, attempt, result):
             again = self._store.requeue(job, attempt=attempt)
             assert self._queue is not None
@@ -353,26 +507,19 @@ class WorkerService:
             logger.warning("could not move the pipeline on", job_id=job.job_id, error=exc.detail)
 
 
-class _CancelFlag:
-    """What the heartbeats learn: a cancel request, or that another attempt took the job."""
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at a job, as the phases of `_run` share it."""
 
-    def __init__(self, heartbeat_s: float) -> None:
-        self._set = False
-        self.lost = False
-        self._every = heartbeat_s
-        self._last = time.monotonic()
-
-    def heartbeat_due(self) -> bool:
-        if time.monotonic() - self._last < self._every:
-            return False
-        self._last = time.monotonic()
-        return True
-
-    def update(self, job: Job) -> None:
-        self._set = self._set or job.cancel_requested
-
-    def is_set(self) -> bool:
-        return self._set or self.lost
+    job: Job
+    attempt: int
+    contract: CommandContract
+    command_set: Any
+    workdir: Path
+    logs: Path
+    stream: JobStream
+    lease: Lease
+    deadline: float  # time.monotonic() at which the Lambda invocation ends
 
 
 def _expected_outputs(job: Job, contract: CommandContract) -> int:
@@ -428,6 +575,57 @@ def _result(
         error=error,
         outputs=outputs,
     )
+
+
+def _in_time(by: float, lease: Lease, what: str) -> None:
+    """Before each transfer: stop when the attempt lost its job, or when the transfer would start too
+    late to be recorded before the worker's deadline."""
+    lease.check()
+    if time.monotonic() >= by:
+        raise OutOfTime(f"{what} did not finish within the worker's time limit.")
+
+
+def _out_of_time(message: str) -> JobResult:
+    return JobResult(
+        status=JobStatus.TIMED_OUT,
+        exit_code=None,
+        stdout_tail="",
+        stderr_tail="",
+        error=JobError(type="timeout", message=message),
+    )
+
+
+def missing_outputs(
+    args: Mapping[str, Any], contract: CommandContract, workdir: Path
+) -> list[tuple[ParamSpec, str]]:
+    """The declared outputs a command left unwritten: a file that does not exist, or a folder with no
+    file in it. Outputs the contract marks optional are not asked for."""
+    missing: list[tuple[ParamSpec, str]] = []
+    for spec in contract.params:
+        if spec.role not in ("output", "output_dir") or spec.optional:
+            continue
+        value = args.get(spec.dest)
+        if value is None or value is False:
+            continue
+        for path in value if isinstance(value, list) else [value]:
+            target = workdir / str(path)
+            if spec.role == "output":
+                written = target.is_file() and not target.is_symlink()
+            else:
+                written = target.is_dir() and any(p.is_file() for p in target.rglob("*"))
+            if not written:
+                missing.append((spec, str(path)))
+    return missing
+
+
+def _missing_message(missing: list[tuple[ParamSpec, str]]) -> str:
+    named = ", ".join(
+        f"'{path}' ({spec.spelling if spec.flags else spec.dest}"
+        + (", a folder" if spec.role == "output_dir" else "")
+        + ")"
+        for spec, path in missing
+    )
+    return f"The command exited 0 but did not write its declared output {named}."
 
 
 def _sha256(path: Path) -> str:
