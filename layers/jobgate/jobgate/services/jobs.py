@@ -200,7 +200,7 @@ class JobService:
     def wait(self, job: Job, *, until: float) -> Job:
         """Read the job until it ends or `until` (time.monotonic()) comes; answer the latest record.
 
-        The reads start 25 ms apart and grow by half each time up to `sync_poll_s`: a short job is
+        The reads start 25 ms apart and grow by a quarter each time up to `sync_poll_s`: a short job is
         seen ending soon after it does, a long wait costs a few reads a second. A read that fails (or
         that could not end before the request's deadline) ends the wait with the record last read.
         """
@@ -210,7 +210,7 @@ class JobService:
             if left <= 0:
                 break
             self._sleep(min(interval, left))
-            interval = min(interval * 1.5, self._limits.sync_poll_s)
+            interval = min(interval * 1.25, self._limits.sync_poll_s)
             try:
                 job = self._store.get(job.job_id)
             except StoreError as exc:
