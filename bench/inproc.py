@@ -142,8 +142,11 @@ def counting_calls() -> Iterator[CallLog]:
     from jobgate.adapters import aws
 
     log = CallLog()
-    # Each client copies its session's event hooks when it is made: register on the cached clients.
-    clients = [aws.dynamodb(), aws.sqs(), aws.s3()]
+    # Each client copies its session's event hooks when it is made: register on the cached clients,
+    # the API's and the workers' (each role has its own time budget, so its own clients).
+    clients = [
+        make(budget) for budget in (aws.API, aws.BACKGROUND) for make in (aws.dynamodb, aws.sqs, aws.s3)
+    ]
     for client in clients:
         client.meta.events.register("before-call", log._before, unique_id="bench-before")
         client.meta.events.register("after-call", log._after, unique_id="bench-after")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from jobgate.adapters import aws as aws_clients
-from jobgate.adapters.connections import ConnectionGone
+from jobgate.adapters.connections import MAX_PAYLOAD_BYTES, ConnectionGone, SendFailed, encode_message
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
 from jobgate.models import JobEvent, JobStatus, utcnow
-from jobgate.services.events import MAX_EVENT_TEXT, JobStream, Publisher, SubscriptionService
+from jobgate.services.events import MAX_EVENT_BYTES, JobStream, Publisher, SubscriptionService
 
 from tests.integration.conftest import API_KEY, Client
 from tests.integration.test_store import new_job
@@ -21,16 +21,27 @@ from tests.support.aws import Resources
 
 
 class FakeConnections:
-    """Plays API Gateway's @connections: records what each connection was sent; some are gone."""
+    """Plays API Gateway's @connections: records what each connection was sent; some are gone.
+
+    `failing[cid] = n` fails the next n sends to that connection (a timeout, a 5xx); `after_send` runs
+    after each send, to let another sender act while this one is in the middle of a batch.
+    """
 
     def __init__(self) -> None:
         self.sent: dict[str, list[dict[str, Any]]] = {}
         self.gone: set[str] = set()
+        self.failing: dict[str, int] = {}
+        self.after_send: Callable[[str, dict[str, Any]], None] | None = None
 
     def send(self, connection_id: str, message: dict[str, Any]) -> None:
         if connection_id in self.gone:
             raise ConnectionGone(connection_id)
+        if self.failing.get(connection_id, 0) > 0:
+            self.failing[connection_id] -= 1
+            raise SendFailed(f"{connection_id}: timed out")
         self.sent.setdefault(connection_id, []).append(message)
+        if self.after_send is not None:
+            self.after_send(connection_id, message)
 
 
 @pytest.fixture
@@ -83,6 +94,71 @@ def test_reconnect_with_after_seq_replays_what_was_missed_once(parts: Any) -> No
     publisher.publish([log(job.job_id, "line 5\n")])
     replay = [m["seq"] for m in conns.sent["c2"] if m["type"] != "snapshot"]
     assert replay == [3, 4, 5, 6]
+
+
+def seqs(conns: FakeConnections, cid: str) -> list[int]:
+    return [m["seq"] for m in conns.sent.get(cid, []) if m["type"] != "snapshot"]
+
+
+def test_a_failed_send_leaves_the_rest_for_the_next_publish(parts: Any) -> None:
+    store, _events, conns, publisher, subs = parts
+    job, _ = store.create(new_job())
+    subs.connect("c1", "key-a")
+    subs.subscribe("c1", job.job_id, None)
+    conns.failing["c1"] = 0
+    conns.after_send = lambda cid, m: conns.failing.update(c1=1) if m.get("seq") == 1 else None
+    publisher.publish([log(job.job_id, "one\n"), log(job.job_id, "two\n"), log(job.job_id, "three\n")])
+    assert seqs(conns, "c1") == [1]  # the send of 2 failed: 2 and 3 wait for the next delivery
+    publisher.publish([JobEvent(type="status", job_id=job.job_id, status=JobStatus.CANCELLED)])
+    assert seqs(conns, "c1") == [1, 2, 3, 4]
+    assert conns.sent["c1"][-1]["status"] == "cancelled"
+
+
+def test_a_failed_send_of_the_final_status_is_sent_by_the_next_delivery(parts: Any) -> None:
+    store, events, conns, publisher, subs = parts
+    job, _ = store.create(new_job())
+    subs.connect("c1", "key-a")
+    subs.subscribe("c1", job.job_id, None)
+    publisher.publish([log(job.job_id, "work\n")])
+    conns.failing["c1"] = 1
+    publisher.publish([JobEvent(type="status", job_id=job.job_id, status=JobStatus.CANCELLED)])
+    assert seqs(conns, "c1") == [1]
+    # Nothing else will be published for an ended job: the subscription still knows where it stands.
+    assert [s.delivered_seq for s in events.subscriptions(job.job_id)] == [1]
+    publisher.deliver(job.job_id)
+    assert seqs(conns, "c1") == [1, 2]
+
+
+def test_a_sender_publishing_while_another_sends_hands_its_events_over_in_order(parts: Any) -> None:
+    store, events, conns, publisher, subs = parts
+    job, _ = store.create(new_job())
+    subs.connect("c1", "key-a")
+    subs.subscribe("c1", job.job_id, None)
+    other = Publisher(events, conns)  # type: ignore[arg-type]  # another worker or the API
+
+    def publish_meanwhile(cid: str, message: dict[str, Any]) -> None:
+        if message.get("seq") == 1:
+            other.publish([log(job.job_id, "from elsewhere\n")])
+
+    conns.after_send = publish_meanwhile
+    publisher.publish([log(job.job_id, "one\n"), log(job.job_id, "two\n")])
+    assert seqs(conns, "c1") == [1, 2, 3]
+    assert conns.sent["c1"][-1]["text"] == "from elsewhere\n"
+
+
+def test_a_sender_that_died_holding_a_subscriber_is_taken_over_after_its_lease(parts: Any) -> None:
+    store, events, conns, _publisher, subs = parts
+    job, _ = store.create(new_job())
+    subs.connect("c1", "key-a")
+    subs.subscribe("c1", job.job_id, None)
+    now = [utcnow()]
+    publisher = Publisher(events, conns, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert events.take_lease(job.job_id, "c1", "dead-sender", now=now[0]) is not None
+    publisher.publish([log(job.job_id, "one\n")])
+    assert seqs(conns, "c1") == []  # the holder was told; it never sends
+    now[0] += timedelta(seconds=60)
+    publisher.publish([log(job.job_id, "two\n")])
+    assert seqs(conns, "c1") == [1, 2]
 
 
 def test_gone_subscriber_is_removed_and_others_still_served(parts: Any) -> None:
@@ -173,9 +249,61 @@ def test_big_output_is_cut_into_frames_under_32kb(parts: Any) -> None:
     stream.output("stdout", (("x" * 99 + "\n") * 1000).encode())  # 100 KB in one chunk
     stream.close()
     logs = [m for m in conns.sent["c1"] if m["type"] == "log"]
-    assert len(logs) >= 7
-    assert all(len(m["text"]) <= MAX_EVENT_TEXT for m in logs)
+    assert len(logs) >= 4
+    assert all(len(encode_message(m)) <= MAX_EVENT_BYTES for m in logs)
     assert "".join(m["text"] for m in logs) == ("x" * 99 + "\n") * 1000
+
+
+def test_log_events_are_cut_by_their_bytes_on_the_wire_never_inside_a_character(parts: Any) -> None:
+    store, _events, conns, publisher, subs = parts
+    job, _ = store.create(new_job())
+    subs.connect("c1", "key-a")
+    subs.subscribe("c1", job.job_id, None)
+    # 4 bytes a character in UTF-8, 6 bytes for an escaped control character, 2 for a quote.
+    text = "\U0001f600" * 16384 + "\x01" * 9000 + '"' * 9000 + "\u00e9\n"
+    data = text.encode()
+    stream = JobStream(job.job_id, publisher, interval_s=60)
+    for start in range(0, len(data), 4093):  # chunks that end inside characters
+        stream.output("stderr", data[start : start + 4093])
+    stream.close()
+    logs = [m for m in conns.sent["c1"] if m["type"] == "log"]
+    sizes = [len(encode_message(m)) for m in logs]
+    assert max(sizes) <= MAX_EVENT_BYTES <= 32 * 1000
+    assert "".join(m["text"] for m in logs) == text
+    assert len(logs) <= 6  # cut by bytes, not into a message a character
+
+
+def test_every_message_fits_api_gateways_payload_limit(parts: Any) -> None:
+    store, _events, conns, publisher, subs = parts
+    job, _ = store.create(new_job())
+    now = utcnow()
+    running = store.claim(job, now=now, lease_until=now + timedelta(seconds=30))
+    from jobgate.models import JobError, JobResult
+
+    huge = "\x01" * 16384  # a 16 KiB tail of control characters is 96 KiB as JSON
+    done = store.finish(
+        running,
+        attempt=1,
+        result=JobResult(
+            status=JobStatus.FAILED,
+            exit_code=1,
+            stdout_tail=huge,
+            stderr_tail=huge,
+            error=JobError(type="command", message="\U0001f600" * 40000),
+        ),
+        now=now,
+    )
+    JobStream(job.job_id, publisher).status(done)
+    subs.connect("late", "key-a")
+    subs.subscribe("late", job.job_id, None)
+    snapshot, status = conns.sent["late"]
+    assert len(encode_message(snapshot)) <= MAX_PAYLOAD_BYTES
+    assert len(encode_message(status)) <= MAX_EVENT_BYTES
+    assert snapshot["job"]["status"] == status["status"] == "failed"
+    assert snapshot["partial"] is True  # the client is told to GET the job for all of it
+    assert 0 < len(snapshot["job"]["stderr"]) < len(huge)
+    assert snapshot["job"]["stderr"] == huge[-len(snapshot["job"]["stderr"]) :]  # the end is kept
+    assert status["error"]["message"].startswith("\U0001f600")
 
 
 @pytest.mark.zyra

@@ -37,16 +37,23 @@ class FakeSocketApi:
         self.queries: list[str] = []
         self.pause = 0.0  # between messages
         self.keep_alive = False  # after the script, chatter until the client leaves
+        self.resubscribe_s = 0.0  # after the script, how long to wait for another subscribe on it
         self.server: Server | None = None
 
     def handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         self.queries.append(connection.request.path)
         self.subscriptions.append(json.loads(connection.recv(timeout=5)))
-        script = self.scripts.pop(0) if self.scripts else []
-        for message in script:
-            connection.send(json.dumps(message))
-            time.sleep(self.pause)
+        while True:
+            for message in self.scripts.pop(0) if self.scripts else []:
+                connection.send(json.dumps(message))
+                time.sleep(self.pause)
+            if not (self.resubscribe_s and self.scripts):
+                break
+            try:  # a client that asks again on this connection gets the next script here
+                self.subscriptions.append(json.loads(connection.recv(timeout=self.resubscribe_s)))
+            except TimeoutError:
+                break
         while self.keep_alive:
             try:
                 connection.send(json.dumps({"type": "keepalive", "job_id": JOB_ID}))
@@ -148,8 +155,67 @@ def test_async_watch_reconnects_after_a_drop_and_resumes_after_the_last_seq(sock
     assert [s.get("after_seq") for s in fake.subscriptions] == [0, 2]
 
 
+GAPPED = [
+    {"type": "snapshot", "job_id": JOB_ID, "seq": 0, "job": RUNNING},
+    event("log", 1, stream="stderr", text="frame 1\n"),
+    event("log", 3, stream="stderr", text="frame 2\n"),  # 2 was lost on the way
+    event("status", 4, status="succeeded", exit_code=0),
+]
+REPLAYED = [
+    {"type": "snapshot", "job_id": JOB_ID, "seq": 4, "job": RUNNING},
+    event("progress", 2, progress=0.4),
+    event("log", 3, stream="stderr", text="frame 2\n"),
+    event("status", 4, status="succeeded", exit_code=0),
+]
+
+
+def test_watch_notices_a_missing_seq_and_asks_for_a_replay_from_it(socket_api: Any) -> None:
+    fake = socket_api([GAPPED, REPLAYED])
+    fake.resubscribe_s = 1.0
+    client, _ = client_for(api_with_socket(fake.url))
+    events = list(client.watch(JOB_ID))
+    assert summary(events) == EXPECTED
+    assert [s.get("after_seq") for s in fake.subscriptions] == [0, 1]
+    assert len(fake.queries) == 1  # asked again on the same connection
+
+
+def test_async_watch_notices_a_missing_seq_and_asks_for_a_replay_from_it(socket_api: Any) -> None:
+    fake = socket_api([GAPPED, REPLAYED])
+    fake.resubscribe_s = 1.0
+
+    async def watch() -> list[JobEvent]:
+        client, _ = async_client_for(api_with_socket(fake.url))
+        async with client:
+            return [e async for e in client.watch(JOB_ID)]
+
+    assert summary(asyncio.run(watch())) == EXPECTED
+    assert [s.get("after_seq") for s in fake.subscriptions] == [0, 1]
+
+
+def test_a_seq_the_server_no_longer_has_is_skipped_after_a_few_replays() -> None:
+    tracker = Tracker(JOB_ID)
+    snapshot = json.dumps({"type": "snapshot", "job_id": JOB_ID, "seq": 0, "job": RUNNING})
+    tracker.from_socket(snapshot)
+    assert [e.seq for e in tracker.from_socket(json.dumps(event("log", 1, stream="stderr", text="a\n")))] == [
+        1
+    ]
+    asked = []
+    for _ in range(10):
+        got = tracker.from_socket(json.dumps(event("log", 3, stream="stderr", text="c\n")))
+        request = tracker.replay_request()
+        if request is not None:
+            asked.append(json.loads(request)["after_seq"])
+            tracker.from_socket(snapshot.replace('"seq": 0', '"seq": 3'))
+        if got:
+            break
+    assert asked == [1, 1, 1]  # then the gap is accepted, not asked for forever
+    assert [e.seq for e in got] == [3]
+
+
 def test_watch_from_now_sends_no_after_seq_and_then_resumes_from_the_snapshot(socket_api: Any) -> None:
-    fake = socket_api([FIRST[:1], SECOND[2:]])
+    fake = socket_api(
+        [FIRST[:1], [event("log", 1, stream="stderr", text="x\n"), event("status", 2, status="failed")]]
+    )
     client, _ = client_for(api_with_socket(fake.url))
     events = list(client.watch(JOB_ID, after_seq=None))
     assert [e.type for e in events] == ["snapshot", "log", "status"]

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     work_root: Path | None = None
     cancel_poll_s: float = Field(default=1.0, gt=0)
     job_ttl_days: int = Field(default=30, ge=1)
-    sync_poll_s: float = Field(default=0.05, gt=0)
+    sync_poll_s: float = Field(default=0.25, gt=0)  # longest interval between sync-mode reads
     warm_command_sets: bool = True
     requeue_after_s: int = Field(default=600, ge=30)
     lost_after_s: int = Field(default=60, ge=5)

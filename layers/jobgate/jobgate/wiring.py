@@ -34,18 +34,22 @@ if TYPE_CHECKING:
 class ApiServices:
     settings: Settings
     registry: Registry
+    # How long each AWS call may take (adapters/aws.py): the API's, unless a background role builds these.
+    budget: aws.Budget = aws.API
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(aws.dynamodb(), self.settings.table_name, timedelta(days=self.settings.job_ttl_days))
+        return JobStore(
+            aws.dynamodb(self.budget), self.settings.table_name, timedelta(days=self.settings.job_ttl_days)
+        )
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(aws.sqs(), self.settings.queue_url)
+        return JobQueue(aws.sqs(self.budget), self.settings.queue_url)
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(aws.s3(), self.settings.bucket_name)
+        return BlobStore(aws.s3(self.budget), self.settings.bucket_name)
 
     @cached_property
     def jobs(self) -> JobService:
@@ -87,7 +91,7 @@ class ApiServices:
     @cached_property
     def events(self) -> EventStore:
         return EventStore(
-            aws.dynamodb(), self.settings.table_name, timedelta(days=self.settings.job_ttl_days)
+            aws.dynamodb(self.budget), self.settings.table_name, timedelta(days=self.settings.job_ttl_days)
         )
 
     @cached_property
@@ -118,7 +122,11 @@ class ApiServices:
     @cached_property
     def keys(self) -> KeyService:
         return KeyService(
-            KeyStore(aws.dynamodb(), self.settings.table_name, timedelta(days=self.settings.job_ttl_days))
+            KeyStore(
+                aws.dynamodb(self.budget),
+                self.settings.table_name,
+                timedelta(days=self.settings.job_ttl_days),
+            )
         )
 
     @cached_property
@@ -133,7 +141,7 @@ class ApiServices:
 
     @cached_property
     def limits(self) -> LimitStore:
-        return LimitStore(aws.dynamodb(), self.settings.table_name)
+        return LimitStore(aws.dynamodb(self.budget), self.settings.table_name)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
@@ -162,7 +170,7 @@ class ApiServices:
 def build_worker(settings: Settings, registry: Registry) -> WorkerService:
     from jobgate.services.worker import WorkerConfig, WorkerService
 
-    services = ApiServices(settings, registry)
+    services = ApiServices(settings, registry, aws.BACKGROUND)
     config = WorkerConfig(
         lease_s=settings.lease_s,
         # A cancel request is learned at the next renewal of the lease.
@@ -186,7 +194,7 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
 def build_sweeper(settings: Settings) -> Sweeper:
     from jobgate.services.sweeper import SweepConfig, Sweeper
 
-    services = ApiServices(settings, Registry([]))
+    services = ApiServices(settings, Registry([]), aws.BACKGROUND)
     config = SweepConfig(requeue_after_s=settings.requeue_after_s, lost_after_s=settings.lost_after_s)
     return Sweeper(
         services.store, services.queue, config, publisher=services.publisher, advancer=services.advancer

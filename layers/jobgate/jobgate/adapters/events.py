@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobgate.adapters.dynamo import _guard, _marshal, _unmarshal, _values
+from jobgate.adapters.dynamo import _guard, _is_conditional_failure, _marshal, _unmarshal, _values
 from jobgate.errors import StoreError
 from jobgate.models import JobEvent, Subscription
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 # API Gateway closes a WebSocket connection after 2 hours; its records need not outlive it.
 CONNECTION_TTL = timedelta(hours=2)
+# How long a sender holds a subscription before another may take over; renewed well before it ends.
+LEASE = timedelta(seconds=15)
 EVENT_SK = "EVT#"
 SUB_SK = "SUB#"
 
@@ -206,20 +209,126 @@ class EventStore:
             for d in (_unmarshal(i) for i in got.get("Items", []))
         ]
 
-    def claim_range(self, sub: Subscription, up_to: int) -> bool:
-        """Move a subscription's cursor from what we read to up_to; only the winner sends that range."""
+    # -- who sends a subscriber its events: a lease on its subscription ------------------------
+    #
+    # One sender at a time holds a subscription (`sending_by`, until `sending_until`, epoch ms). It sends
+    # from `delivered_seq` on, and moves `delivered_seq` only past what API Gateway took. A publisher that
+    # finds it held adds one to `wakes` instead: the holder lets go only if `wakes` is still what it last
+    # read, otherwise it reads the new events and sends them too. A holder that dies is replaced once its
+    # lease has expired; it may have sent a few events its successor sends again (clients drop repeats).
+
+    def take_lease(
+        self, job_id: str, connection_id: str, sender: str, *, now: datetime, lease: timedelta = LEASE
+    ) -> Lease | None:
+        """Hold the subscription to send it events; None when another sender holds it (or it is gone)."""
+        try:
+            got = self._db.update_item(
+                TableName=self._table,
+                Key=_sub_key(job_id, connection_id),
+                UpdateExpression="SET sending_by = :me, sending_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (attribute_not_exists(sending_until) OR sending_until < :now)"
+                ),
+                ExpressionAttributeValues=_values(me=sender, until=_ms(now + lease), now=_ms(now)),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return None
+            raise StoreError("DynamoDB update failed") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return _lease(job_id, connection_id, sender, got["Attributes"])
+
+    def wake(self, job_id: str, connection_id: str, *, now: datetime) -> bool:
+        """Tell the sender holding the subscription that there is more; False when nobody holds it."""
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"JOB#{sub.job_id}"}, "sk": {"S": f"{SUB_SK}{sub.connection_id}"}},
-                UpdateExpression="SET delivered_seq = :new",
-                ConditionExpression="delivered_seq = :old",
-                ExpressionAttributeValues=_values(new=up_to, old=sub.delivered_seq),
+                Key=_sub_key(job_id, connection_id),
+                UpdateExpression="ADD wakes :one",
+                ConditionExpression="attribute_exists(pk) AND sending_until >= :now",
+                ExpressionAttributeValues=_values(one=1, now=_ms(now)),
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if _is_conditional_failure(exc):
                 return False
             raise StoreError("DynamoDB update failed") from exc
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB unreachable: {exc}") from exc
         return True
+
+    def renew_lease(
+        self, held: Lease, delivered_seq: int, *, now: datetime, lease: timedelta = LEASE
+    ) -> Lease | None:
+        """Record what was delivered and hold on longer; None when the lease was lost."""
+        try:
+            got = self._db.update_item(
+                TableName=self._table,
+                Key=_sub_key(held.job_id, held.connection_id),
+                UpdateExpression="SET delivered_seq = :d, sending_until = :until",
+                ConditionExpression="sending_by = :me",
+                ExpressionAttributeValues=_values(d=delivered_seq, until=_ms(now + lease), me=held.sender),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return None
+            raise StoreError("DynamoDB update failed") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return _lease(held.job_id, held.connection_id, held.sender, got["Attributes"])
+
+    def release_lease(self, held: Lease, delivered_seq: int, *, whatever_woke: bool = False) -> bool:
+        """Record what was delivered and let go. False, still holding, when a publisher woke the holder
+        since it last read the subscription (unless `whatever_woke`), or when the lease was lost."""
+        condition = "sending_by = :me"
+        values = _values(d=delivered_seq, me=held.sender)
+        if not whatever_woke:
+            condition += " AND (attribute_not_exists(wakes) OR wakes = :seen)"
+            values.update(_values(seen=held.wakes))
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_sub_key(held.job_id, held.connection_id),
+                UpdateExpression="SET delivered_seq = :d REMOVE sending_by, sending_until",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise StoreError("DynamoDB update failed") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A sender's hold on one subscription, and what it read there when it took or renewed it."""
+
+    job_id: str
+    connection_id: str
+    sender: str
+    delivered_seq: int
+    wakes: int
+
+
+def _sub_key(job_id: str, connection_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"{SUB_SK}{connection_id}"}}
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _lease(job_id: str, connection_id: str, sender: str, item: dict[str, Any]) -> Lease:
+    doc = _unmarshal(item)
+    return Lease(
+        job_id=job_id,
+        connection_id=connection_id,
+        sender=sender,
+        delivered_seq=int(doc.get("delivered_seq", 0)),
+        wakes=int(doc.get("wakes", 0)),
+    )

@@ -7,7 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from jobgate import __version__
 from jobgate.api import openapi, problems
-from jobgate.api.middleware import BodySizeLimit
+from jobgate.api.middleware import BodySizeLimit, RequestDeadline
 from jobgate.api.routers import assets, commands, health, jobs, pipelines, uploads
 from jobgate.wiring import ApiServices
 
@@ -35,6 +35,7 @@ def create_app(services: ApiServices) -> FastAPI:
     openapi.install(app)
     settings = services.settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestDeadline)  # outside the body limit: its clock starts first
     if settings.cors_origins:  # added last, so outermost: 413 answers carry CORS headers too
         app.add_middleware(
             CORSMiddleware,

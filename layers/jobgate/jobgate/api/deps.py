@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from jobgate.api.middleware import TIMES_KEY, RequestTimes, request_times
 from jobgate.services.assets import AssetService
 from jobgate.services.jobs import JobService
 from jobgate.services.pipelines import PipelineService
@@ -40,6 +41,12 @@ def get_pipeline_service(services: ServicesDep) -> PipelineService:
     return services.pipelines
 
 
+def get_request_times(request: Request) -> RequestTimes:
+    """When the request arrived and its deadline (set by the RequestDeadline middleware)."""
+    times = request.scope.get(TIMES_KEY)
+    return times if isinstance(times, RequestTimes) else request_times(request.scope)
+
+
 def jwt_claims(request: Request) -> dict[str, Any] | None:
     """Claims of the JWT that API Gateway's JWT authorizer validated; only the JWT API's events have them.
 
@@ -66,3 +73,4 @@ JobsDep = Annotated[JobService, Depends(get_job_service)]
 AssetsDep = Annotated[AssetService, Depends(get_asset_service)]
 PipelinesDep = Annotated[PipelineService, Depends(get_pipeline_service)]
 TenantDep = Annotated[str, Depends(authenticate)]
+TimesDep = Annotated[RequestTimes, Depends(get_request_times)]

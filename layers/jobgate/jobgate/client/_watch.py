@@ -8,6 +8,10 @@ from typing import Any
 from jobgate.client.models import Job, JobEvent
 
 LOG_TAIL_BYTES = 16 * 1024  # what a job record keeps of each log
+# A seq the server cannot send again (its events expired) is given up after this many replays.
+MAX_REPLAYS = 3
+# Events held back behind a missing one; past this many the gap is given up on.
+MAX_HELD = 5000
 
 
 def log_is_truncated(text: str) -> bool:
@@ -27,14 +31,21 @@ class Tracker:
     """What a watcher has seen of one job, so that switching between the WebSocket and polling,
     or reconnecting, neither repeats nor skips events.
 
-    The WebSocket numbers a job's events (`seq`); `cursor` is the last one received, sent again
-    as `after_seq` on reconnect. Polling has no numbers: log text is told apart by what was seen.
+    The WebSocket numbers a job's events (`seq`); `cursor` is the last one passed on, sent again
+    as `after_seq` on reconnect. Events come in order, each seq once: one already passed on is a
+    repeat and is dropped; one past `cursor + 1` means one was lost on the way, so it is held back
+    and a replay from `cursor` is asked for (`replay_request`) until the missing one arrives.
+    Polling has no numbers: log text is told apart by what was seen.
     """
 
     def __init__(self, job_id: str, after_seq: int | None = 0) -> None:
         self.job_id = job_id
         self.cursor = after_seq
         self.done = False
+        self._held: dict[int, dict[str, Any]] = {}  # events after a missing seq, by seq
+        self._replays = 0  # asked for at this cursor
+        self._replay_asked = False  # and not yet answered (its snapshot has not come)
+        self._replay_due = False
         self._snapshot_sent = False
         self._progress = -1.0
         self._status: str | None = None
@@ -70,12 +81,48 @@ class Tracker:
         if kind not in ("log", "progress", "status"):
             return []  # unsubscribed, and types a newer server may add
         seq = message.get("seq")
-        if isinstance(seq, int):
-            if self.cursor is not None and seq <= self.cursor:
-                return []  # already delivered before a reconnect
+        if not isinstance(seq, int) or self.cursor is None:
+            if isinstance(seq, int):
+                self.cursor = seq
+            return [self._event(message)]
+        if seq <= self.cursor:
+            return []  # a repeat: sent before a reconnect, or again by a replay
+        if seq > self.cursor + 1 and not self._give_up_gap():
+            self._held[seq] = message
+            self._replay_due = not self._replay_asked
+            return []
+        self._held[seq] = message
+        return self._release()
+
+    def replay_request(self) -> str | None:
+        """A subscribe message to send now, asking for the events after `cursor` again; or None."""
+        if not self._replay_due:
+            return None
+        self._replay_due = False
+        self._replay_asked = True
+        self._replays += 1
+        return self.subscribe_message()
+
+    def _give_up_gap(self) -> bool:
+        # Replays that came back without the missing seq: the server no longer has it.
+        exhausted = self._replays >= MAX_REPLAYS and not self._replay_asked
+        return exhausted or len(self._held) >= MAX_HELD
+
+    def _release(self) -> list[JobEvent]:
+        """Pass on the held events from the first one on, while they follow each other."""
+        assert self.cursor is not None
+        events: list[JobEvent] = []
+        seq = min(self._held)
+        while seq in self._held:
+            events.append(self._event(self._held.pop(seq)))
             self.cursor = seq
-        event = JobEvent.model_validate({**message, "source": "websocket"})
-        return [self._note(event)]
+            seq += 1
+        self._replays = 0
+        self._replay_due = bool(self._held) and not self._replay_asked
+        return events
+
+    def _event(self, message: dict[str, Any]) -> JobEvent:
+        return self._note(JobEvent.model_validate({**message, "source": "websocket"}))
 
     def from_job(self, job: Job) -> list[JobEvent]:
         """Events for a polled job state: what changed since the last state or event seen."""
@@ -105,6 +152,7 @@ class Tracker:
     def _snapshot(self, message: dict[str, Any]) -> list[JobEvent]:
         job = Job.model_validate(message.get("job") or {})
         seq = int(message.get("seq") or 0)
+        self._replay_asked = False  # a subscription (a replay's too) always starts with its snapshot
         # The server replays from after_seq when one was sent; otherwise from now (or, for a
         # finished job, from its last event, the status). Events up to there were not sent.
         if self.cursor is None:

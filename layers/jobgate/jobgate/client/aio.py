@@ -418,6 +418,9 @@ class AsyncClient:
                 events = tracker.from_socket(await asyncio.wait_for(socket.recv(), quiet.remaining()))
             except TimeoutError:
                 events = []
+            replay = tracker.replay_request()
+            if replay is not None:  # a seq went missing: ask again from the last one passed on
+                await socket.send(replay)
             if events:
                 quiet.reset()
             elif quiet.expired:

@@ -396,7 +396,8 @@ class Client:
 
         Over the WebSocket (the job's `links.websocket`, or the client's `websocket_url`), from
         `after_seq` (0: every event since the job began; None: from now on). A dropped connection
-        is reopened with the last `seq` received, so nothing is missed or repeated. When the
+        is reopened with the last `seq` received, and an event missing between two others is asked
+        for again on the connection, so nothing is missed or repeated. When the
         WebSocket cannot be reached, or the job has none, the job is polled every
         `poll_interval` seconds instead. Stopping the iteration leaves the job running.
         """
@@ -452,6 +453,9 @@ class Client:
                 events = tracker.from_socket(socket.recv(timeout=quiet.remaining()))
             except TimeoutError:
                 events = []
+            replay = tracker.replay_request()
+            if replay is not None:  # a seq went missing: ask again from the last one passed on
+                socket.send(replay)
             if events:
                 quiet.reset()
             elif quiet.expired:

@@ -1,18 +1,27 @@
 """Where commands may connect: public addresses only, unless a network or host is allow-listed.
 
-Two places apply the policy. The API refuses (422) a job whose argument is a URL to a private,
+Three places apply the policy. The API refuses (422) a job whose argument is a URL to a private,
 loopback, link-local or otherwise non-public address (169.254.169.254 among them) before anything
-is queued. The worker's forked child refuses every such connection at the socket, whatever URL,
-redirect or DNS answer led there; a host name is resolved and checked, and the connection goes to
-the address that was checked, so a second DNS answer cannot swap it.
+is queued. In the worker's forked child, Python's own sockets refuse every such connection, whatever
+URL, redirect or DNS answer led there: a host name is resolved and checked, and the connection goes
+to the address that was checked, so a second DNS answer cannot swap it. And the child refuses to start
+a program (subprocess, exec, spawn, system) whose command line names such a URL.
+
+What it does not cover: sockets that native code opens by itself, in the child (a C library such as
+libcurl inside netCDF or GDAL) or in a program it starts (curl, ffmpeg, a fresh Python) that finds
+its address elsewhere than on its command line (a file, a redirect, its own DNS lookup). Nothing at
+the socket level stops those; the network the worker runs in must (docs/security.md, "Egress").
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
+import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +32,11 @@ Resolver = Callable[[str], list[str]]
 # Schemes whose URL names a host the command connects to. `file` reads the worker's own files.
 NETWORK_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp", "ws", "wss", "gopher", "dict"})
 REFUSED_SCHEMES = frozenset({"file", "local", "jar", "netdoc"})
+# The audit events (PEP 578) of starting a program, and a URL anywhere in a word of its command line.
+_SPAWN_EVENTS = frozenset(
+    {"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "pty.spawn"}
+)
+_URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://[^\s\"'<>]+")
 # NAT64 (RFC 6052) embeds an IPv4 address; a gateway would forward it to that address.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -179,14 +193,58 @@ class EgressPolicy:
         socket.socket.connect = connect  # type: ignore[method-assign,assignment]
         socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
 
+    def command_line_problem(self, words: Iterable[str]) -> str | None:
+        """Why a program with this command line may not be started (a URL in it the policy refuses)."""
+        for word in words:
+            for found in _URL_IN_TEXT.finditer(word):
+                if found.group(1).lower() not in NETWORK_SCHEMES:
+                    continue
+                problem = self.url_problem(found.group(0))
+                if problem is not None:
+                    return f"{found.group(0)!r}: {problem}"
+        return None
+
+    def guard_spawns(self) -> None:
+        """Refuse, in this process, to start a program whose command line names a refused URL.
+
+        An audit hook (it stays for the life of the process): meant for the forked child only. It
+        catches a URL handed on to a native program (`curl <url>`, `ffmpeg -i <url>`), not a program
+        that finds its address by itself; see the module's docstring.
+        """
+        policy = self
+
+        def hook(event: str, args: tuple[Any, ...]) -> None:
+            if event not in _SPAWN_EVENTS:
+                return
+            problem = policy.command_line_problem(_words(args))
+            if problem is not None:
+                raise PermissionError(errno.EACCES, f"jobgate egress policy: program not started: {problem}")
+
+        sys.addaudithook(hook)
+
     def guarded(self, target: Callable[[list[str]], int | None]) -> Callable[[list[str]], int | None]:
-        """`target` with the socket guard installed first: what the worker forks to run a command."""
+        """`target` with the socket and program guards installed first: what the worker forks to run
+        a command."""
 
         def run(argv: list[str]) -> int | None:
             self.guard_sockets()
+            self.guard_spawns()
             return target(argv)
 
         return run
+
+
+def _words(value: Any) -> Iterator[str]:
+    """Every string in an audit event's arguments (a program, its argv, a shell line), not its env."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bytes):
+        yield value.decode("utf-8", "replace")
+    elif isinstance(value, os.PathLike):
+        yield os.fsdecode(value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _words(item)
 
 
 def _refused(host: str, why: str | None = None) -> PermissionError:

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import codecs
+import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobgate.adapters.connections import ConnectionGone, Connections, SendFailed
-from jobgate.adapters.events import EventStore
+from jobgate.adapters.connections import MAX_PAYLOAD_BYTES, ConnectionGone, Connections, SendFailed
+from jobgate.adapters.events import EventStore, Lease
 from jobgate.errors import JobgateError, NotFound
 from jobgate.models import Job, JobEvent, JobStatus, Subscription, utcnow
 from jobgate.observability import logger
 
-# API Gateway's WebSocket frames are at most 32 KB; a log event's text stays well under.
-MAX_EVENT_TEXT = 16 * 1024
+# Every message goes out as compact UTF-8 JSON (adapters/connections.py), measured in bytes on the wire.
+# An event (log, progress, status) fits one API Gateway WebSocket frame (32 KB, read as 32,000 bytes);
+# a log event's text is cut at LOG_TEXT_BYTES of JSON so that the rest of the event fits beside it.
+# The snapshot may be larger, up to the 128 KB payload limit: API Gateway sends it in several frames.
+MAX_EVENT_BYTES = 32_000
+LOG_TEXT_BYTES = 30_000
+MAX_SNAPSHOT_BYTES = MAX_PAYLOAD_BYTES
+# A sender renews its hold on a subscriber after this long (the lease is 15 s; one send takes <= 3 s).
+RENEW_AFTER_S = 5.0
+PAGE = 500
+MAX_ROUNDS = 20
 # A documented line any command can print to report its own progress: `progress: 0.42` or `progress: 42%`.
 PROGRESS_LINE = re.compile(r"^\s*progress:\s*(\d+(?:\.\d+)?)\s*(%?)\s*$", re.IGNORECASE)
 # Zyra logs each file it writes as `INFO: <path>`.
@@ -33,34 +44,48 @@ def public_job(job: Job) -> dict[str, Any]:
 
 
 class Publisher:
-    """Stores a job's events and delivers them, in order and once, to each subscriber."""
+    """Stores a job's events and delivers them, in order, to each subscriber.
+
+    A subscriber's cursor (`delivered_seq`) moves only past what API Gateway took: a send that fails
+    leaves it, and the rest, to the next delivery (the next publish, or the next subscribe with
+    `after_seq`). One sender at a time holds a subscriber (a lease, adapters/events.py), so concurrent
+    publishers never send one event twice, or out of order, to it.
+    """
 
     def __init__(
-        self, events: EventStore, connections: Connections | None, clock: Callable[[], datetime] = utcnow
+        self,
+        events: EventStore,
+        connections: Connections | None,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self._events = events
         self._connections = connections
         self._clock = clock
+        self._monotonic = monotonic
 
     def publish(self, events: list[JobEvent]) -> list[JobEvent]:
         numbered, watchers = self._events.append_counted(events, self._clock())
         if numbered and watchers > 0:
-            self.deliver(numbered[0].job_id)
+            self.deliver(numbered[0].job_id, fresh=numbered)
         return numbered
 
-    def deliver(self, job_id: str, only: Subscription | None = None) -> None:
+    def deliver(
+        self, job_id: str, only: Subscription | None = None, fresh: list[JobEvent] | None = None
+    ) -> None:
+        """Send each subscriber (or `only` one) what it has not been sent; `fresh` are events just stored."""
         if self._connections is None:
             return
         subs = [only] if only is not None else self._events.subscriptions(job_id)
         for sub in subs:
-            self._catch_up(sub)
+            self._catch_up(sub, fresh or [])
 
     def send(self, connection_id: str, message: dict[str, Any]) -> bool:
         """Send one message; a connection that is gone is forgotten. Answer whether it was sent."""
         if self._connections is None:
             return False
         try:
-            self._connections.send(connection_id, message)
+            self._connections.send(connection_id, fit_message(message))
         except ConnectionGone:
             logger.info("subscriber gone", connection_id=connection_id)
             self._events.delete_connection(connection_id)
@@ -70,19 +95,48 @@ class Publisher:
             return False
         return True
 
-    def _catch_up(self, sub: Subscription) -> None:
-        # Claim a range with a conditional write, then send it: whoever wins sends; no event twice.
-        for _ in range(20):
-            pending = self._events.after(sub.job_id, sub.delivered_seq)
-            if not pending:
+    def _catch_up(self, sub: Subscription, fresh: list[JobEvent]) -> None:
+        sender = uuid.uuid4().hex
+        for _ in range(3):
+            lease = self._events.take_lease(sub.job_id, sub.connection_id, sender, now=self._clock())
+            if lease is not None:
+                self._send_held(lease, fresh)
                 return
-            up_to = pending[-1].seq
-            if not self._events.claim_range(sub, up_to):
-                return  # another sender holds this subscriber's next range
+            if self._events.wake(sub.job_id, sub.connection_id, now=self._clock()):
+                return  # its holder sends these too before it lets go
+            # Neither held nor free: the holder let go in between (or the subscription is gone).
+
+    def _send_held(self, lease: Lease, fresh: list[JobEvent]) -> None:
+        cursor = lease.delivered_seq
+        renew_at = self._monotonic() + RENEW_AFTER_S
+        for _ in range(MAX_ROUNDS):
+            if fresh and fresh[0].seq == cursor + 1:
+                pending = fresh  # just stored by this publisher: no need to read them back
+            else:
+                pending = self._events.after(lease.job_id, cursor, limit=PAGE)
+            fresh = []
+            failed = False
             for event in pending:
-                if not self.send(sub.connection_id, event.wire()):
-                    return
-            sub = sub.model_copy(update={"delivered_seq": up_to})
+                if self._monotonic() >= renew_at:
+                    break
+                if not self.send(lease.connection_id, event.wire()):
+                    failed = True
+                    break
+                cursor = event.seq
+            if failed:
+                # The rest waits for the next delivery; a publisher that woke us meanwhile is covered too.
+                self._events.release_lease(lease, cursor, whatever_woke=True)
+                return
+            more = len(pending) == PAGE or bool(pending and cursor < pending[-1].seq)
+            if not more and self._events.release_lease(lease, cursor):
+                return
+            # More to read (a full page, a publisher woke us, time to renew): record progress, go on.
+            renewed = self._events.renew_lease(lease, cursor, now=self._clock())
+            if renewed is None:
+                return  # taken over (we were too slow), or the subscription was replaced
+            lease = renewed
+            renew_at = self._monotonic() + RENEW_AFTER_S
+        self._events.release_lease(lease, cursor, whatever_woke=True)
 
 
 class SubscriptionService:
@@ -190,6 +244,7 @@ class JobStream:
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
         self._partial = {"stdout": "", "stderr": ""}
         self._pending: list[JobEvent] = []
+        self._last_text_bytes = 0  # of the last pending event's text, as JSON
         self._progress = 0.0
         self._published_progress = 0.0
         self._written: set[str] = set()
@@ -262,13 +317,16 @@ class JobStream:
         for line in lines:
             self._read_progress(line)
         text = "\n".join(lines) + "\n"
+        size = json_text_bytes(text)
         last = self._pending[-1] if self._pending else None
-        if last is not None and last.stream == stream and len(last.text or "") + len(text) <= MAX_EVENT_TEXT:
-            last.text = (last.text or "") + text
-            return
-        for start in range(0, len(text), MAX_EVENT_TEXT):
-            part = text[start : start + MAX_EVENT_TEXT]
+        if last is not None and last.type == "log" and last.stream == stream:
+            if self._last_text_bytes + size <= LOG_TEXT_BYTES:
+                last.text = (last.text or "") + text
+                self._last_text_bytes += size
+                return
+        for part in split_text(text, LOG_TEXT_BYTES) if size > LOG_TEXT_BYTES else [text]:
             self._pending.append(JobEvent(type="log", job_id=self._job_id, stream=stream, text=part))
+            self._last_text_bytes = json_text_bytes(part) if part is not text else size
 
     def _read_progress(self, line: str) -> None:
         reported = PROGRESS_LINE.match(line)
@@ -297,3 +355,138 @@ def status_event(job: Job) -> JobEvent:
     return JobEvent(
         type="status", job_id=job.job_id, status=job.status, exit_code=job.exit_code, error=job.error
     )
+
+
+# -- sizes on the wire ----------------------------------------------------------------------------
+
+
+def wire_bytes(value: Any) -> int:
+    """Bytes of a value as the wire carries it: compact JSON, UTF-8 (adapters/connections.py)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def json_text_bytes(text: str) -> int:
+    """Bytes of a string's content inside a JSON message: UTF-8, with quotes and control characters
+    escaped. It adds up: the size of a concatenation is the sum of the sizes."""
+    return wire_bytes(text) - 2
+
+
+def split_text(text: str, budget: int) -> list[str]:
+    """`text` in pieces of at most `budget` bytes each as JSON, in order, cut between characters (never
+    inside one's UTF-8 bytes), after a newline when there is one in the second half of the piece."""
+    pieces: list[str] = []
+    while json_text_bytes(text) > budget:
+        fits = _longest_prefix(text, budget)
+        cut = text.rfind("\n", 0, fits) + 1
+        if cut <= fits // 2:
+            cut = fits
+        pieces.append(text[:cut])
+        text = text[cut:]
+    if text:
+        pieces.append(text)
+    return pieces
+
+
+def _longest_prefix(text: str, budget: int) -> int:
+    """How many characters of `text` fit in `budget` bytes as JSON; at least one, to make progress."""
+    low, high = 1, min(len(text), budget)  # a character is at least one byte
+    while low < high:
+        middle = (low + high + 1) // 2
+        if json_text_bytes(text[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _tail_within(text: str, budget: int) -> str:
+    """The longest end of `text` that fits in `budget` bytes as JSON."""
+    if json_text_bytes(text) <= budget:
+        return text
+    if budget <= 0:
+        return ""
+    low, high = 0, min(len(text), budget)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if json_text_bytes(text[len(text) - middle :]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return text[len(text) - low :] if low else ""
+
+
+CUT_MARK = " [cut to fit a WebSocket message]"
+
+
+def fit_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The message, made to fit its budget on the wire when it does not: an event in one frame
+    (MAX_EVENT_BYTES), a snapshot in one @connections payload (MAX_SNAPSHOT_BYTES).
+
+    Log text is already cut by JobStream; what else can grow is a status's error message (its start
+    is kept) and a snapshot's job record (see _fit_snapshot).
+    """
+    snapshot = message.get("type") == "snapshot"
+    limit = MAX_SNAPSHOT_BYTES if snapshot else MAX_EVENT_BYTES
+    size = wire_bytes(message)
+    if size <= limit:
+        return message
+    if snapshot:
+        return _fit_snapshot(message, limit)
+    fitted = dict(message)
+    for holder, key in ((fitted, "text"), (fitted, "message"), (fitted, "error")):
+        size = wire_bytes(fitted)
+        if size <= limit:
+            break
+        value = holder.get(key)
+        if key == "error" and isinstance(value, dict) and isinstance(value.get("message"), str):
+            error = dict(value)
+            error["message"] = _cut(error["message"], size - limit)
+            fitted["error"] = error
+        elif isinstance(value, str):
+            holder[key] = _cut(value, size - limit)
+    return fitted
+
+
+def _cut(text: str, over: int) -> str:
+    """`text` shortened by at least `over` bytes of JSON, its start kept and the cut marked."""
+    room = json_text_bytes(text) - over - json_text_bytes(CUT_MARK)
+    return (text[: _longest_prefix(text, room)] if room > 0 else "") + CUT_MARK
+
+
+def _fit_snapshot(message: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A snapshot whose job record is too large for one payload: its log tails are shortened (their
+    ends kept), and if that is not enough, its args, outputs and most of its error message go first.
+    `partial: true` tells the client to read the whole job with GET /v1/jobs/{id}."""
+    job = dict(message.get("job") or {})
+    fitted = {**message, "job": job, "partial": True}
+    tails = str(job.get("stdout") or ""), str(job.get("stderr") or "")
+    _place_tails(fitted, tails, limit)
+    if wire_bytes(fitted) <= limit:
+        return fitted
+    job.update(args={}, outputs=[])
+    job.pop("archive", None)
+    error = job.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        over = json_text_bytes(error["message"]) - 1024
+        job["error"] = {**error, "message": _cut(error["message"], over) if over > 0 else error["message"]}
+    _place_tails(fitted, tails, limit)
+    if wire_bytes(fitted) <= limit:
+        return fitted
+    essentials = ("job_id", "run_id", "stage", "command", "status", "progress", "exit_code", "attempts")
+    fitted["job"] = {key: job[key] for key in essentials if key in job}
+    return fitted
+
+
+def _place_tails(snapshot: dict[str, Any], tails: tuple[str, str], limit: int) -> None:
+    """Put as much of the ends of stdout and stderr into the snapshot as the limit leaves room for."""
+    job = snapshot["job"]
+    job["stdout"] = job["stderr"] = ""
+    room = max(0, limit - wire_bytes(snapshot))
+    out, err = tails
+    if json_text_bytes(out) <= room // 2:
+        err = _tail_within(err, room - json_text_bytes(out))
+    elif json_text_bytes(err) <= room // 2:
+        out = _tail_within(out, room - json_text_bytes(err))
+    else:
+        out, err = _tail_within(out, room // 2), _tail_within(err, room - room // 2)
+    job["stdout"], job["stderr"] = out, err

@@ -19,10 +19,12 @@ from jobgate.errors import (
     InvalidTransition,
     NotFound,
     QueueError,
+    StoreError,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
+from jobgate.observability import logger
 from jobgate.services.events import Publisher, announce
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import Invocation, Registry
@@ -48,10 +50,14 @@ def archive_key(tenant: str, job_id: str, attempt: int) -> str:
     return f"results/{tenant}/{job_id}/a{attempt}.zip"
 
 
+# Sync mode reads the job this soon after submitting it, then ever less often up to sync_poll_s.
+FIRST_SYNC_POLL_S = 0.025
+
+
 class JobLimits(BaseModel):
     default_timeout_s: int
     max_timeout_s: int
-    sync_poll_s: float = 0.05
+    sync_poll_s: float = 0.25  # the longest interval between two reads of a sync-mode job
 
 
 class OutputLink(Output):
@@ -77,6 +83,7 @@ class JobService:
         *,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         download_expiry_s: int = 900,
         settle: Callable[[Asset], Asset] | None = None,
         publisher: Publisher | None = None,
@@ -95,6 +102,7 @@ class JobService:
         self._limits = limits
         self._clock = clock
         self._sleep = sleep
+        self._monotonic = monotonic
 
     def submit(self, tenant: str, request: JobRequest) -> tuple[Job, bool]:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
@@ -194,12 +202,25 @@ class JobService:
             )
             raise
 
-    def wait(self, job: Job, wait_s: float) -> Job:
-        """Poll until the job ends or wait_s passes; answer the latest record either way."""
-        deadline = time.monotonic() + wait_s
-        while not job.terminal and time.monotonic() < deadline:
-            self._sleep(min(self._limits.sync_poll_s, max(0.0, deadline - time.monotonic())))
-            job = self._store.get(job.job_id)
+    def wait(self, job: Job, *, until: float) -> Job:
+        """Read the job until it ends or `until` (time.monotonic()) comes; answer the latest record.
+
+        The reads start 25 ms apart and grow by a quarter each time up to `sync_poll_s`: a short job is
+        seen ending soon after it does, a long wait costs a few reads a second. A read that fails (or
+        that could not end before the request's deadline) ends the wait with the record last read.
+        """
+        interval = min(FIRST_SYNC_POLL_S, self._limits.sync_poll_s)
+        while not job.terminal:
+            left = until - self._monotonic()
+            if left <= 0:
+                break
+            self._sleep(min(interval, left))
+            interval = min(interval * 1.25, self._limits.sync_poll_s)
+            try:
+                job = self._store.get(job.job_id)
+            except StoreError as exc:
+                logger.warning("sync wait ends early", job_id=job.job_id, error=exc.detail)
+                break
         return job
 
     def get(self, tenant: str, job_id: str) -> Job:

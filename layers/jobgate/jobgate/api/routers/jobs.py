@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import PlainTextResponse, RedirectResponse
 
-from jobgate.api.deps import JobsDep, ServicesDep, TenantDep
+from jobgate.api.deps import JobsDep, ServicesDep, TenantDep, TimesDep
 from jobgate.api.schemas import JobList, JobView, OutputList
 from jobgate.models import JobRequest, JobStatus
 
@@ -30,11 +30,17 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     },
 )
 def submit_job(
-    request: JobRequest, jobs: JobsDep, tenant: TenantDep, services: ServicesDep, response: Response
+    request: JobRequest,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    services: ServicesDep,
+    response: Response,
+    times: TimesDep,
 ) -> JobView:
     job, _created = jobs.submit(tenant, request)
     if request.mode == "sync":
-        job = jobs.wait(job, request.wait_s)
+        # Counted from the request's arrival, not from now: the submit's own work is part of it.
+        job = jobs.wait(job, until=times.wait_until(request.wait_s))
     response.status_code = status.HTTP_200_OK if job.terminal else status.HTTP_202_ACCEPTED
     response.headers["Location"] = f"/v1/jobs/{job.job_id}"
     return JobView.of(job, services.settings.websocket_url)
