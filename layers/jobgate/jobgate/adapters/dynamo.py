@@ -28,6 +28,10 @@ ASSET_SK = "ASSET"
 # DynamoDB refuses an item (or an update that makes one) past 400 KB: names and values, as counted
 # by `item_size`.
 MAX_ITEM_BYTES = 400 * 1024
+# A new job's record may take at most this much. What running it adds (two 16 KiB log tails, an
+# error, the first page of outputs, the manifest's key, counters, timestamps) is bounded too, about
+# 105 KB: tests/unit/test_job_item_size.py checks the sum stays well under MAX_ITEM_BYTES.
+MAX_NEW_JOB_BYTES = 160 * 1024
 # How often a write retries when the job moved between its read and its conditional write.
 _CANCEL_ROUNDS = 8
 
@@ -153,33 +157,14 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def _job_item(self, job: Job) -> dict[str, Any]:
-        doc = job.model_dump(mode="json")
-        doc.update(
-            pk=f"JOB#{job.job_id}",
-            sk=JOB_SK,
-            gsi1pk=f"TENANT#{job.tenant}#JOBS",
-            gsi1sk=job.job_id,
-            gsi2pk=_status_index_key(job.tenant, job.status),
-            gsi2sk=job.job_id,
-            gsi3pk=_active_key(job.status),
-            gsi3sk=job.job_id,
-            expires_at=_epoch(job.created_at + self._ttl),
-        )
-        if job.status == JobStatus.QUEUED:
-            doc["gsi3sk"] = _queued_sk(job.job_id, job.queued_at or job.created_at, sent=False)
-        if job.terminal:
-            doc.pop("gsi3pk")
-            doc.pop("gsi3sk")
-        return _marshal(doc)
-
     def create(self, job: Job) -> tuple[Job, bool]:
         """Write a new job; with a run_id already used, answer that job (same request) or 409."""
         job = _with_queued_at(job)
+        item = _new_job_item(job, self._ttl)
         put_job = {
             "Put": {
                 "TableName": self._table,
-                "Item": self._job_item(job),
+                "Item": item,
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
@@ -424,7 +409,7 @@ class JobStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            for item in [*extra_items, *(self._job_item(_with_queued_at(j)) for j in jobs)]
+            for item in [*extra_items, *(_new_job_item(_with_queued_at(j), self._ttl) for j in jobs)]
         ]
         if len(puts) > 100:
             raise ValidationFailed(
@@ -729,6 +714,47 @@ class JobStore:
 
 
 _STATUS = {"#status": "status"}
+
+
+def job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
+    """The job as its DynamoDB item: every field, the index keys and the expiry."""
+    doc = job.model_dump(mode="json")
+    doc.update(
+        pk=f"JOB#{job.job_id}",
+        sk=JOB_SK,
+        gsi1pk=f"TENANT#{job.tenant}#JOBS",
+        gsi1sk=job.job_id,
+        gsi2pk=_status_index_key(job.tenant, job.status),
+        gsi2sk=job.job_id,
+        gsi3pk=_active_key(job.status),
+        gsi3sk=job.job_id,
+        expires_at=_epoch(job.created_at + ttl),
+    )
+    if job.status == JobStatus.QUEUED:
+        doc["gsi3sk"] = _queued_sk(job.job_id, job.queued_at or job.created_at, sent=False)
+    if job.terminal:
+        doc.pop("gsi3pk")
+        doc.pop("gsi3sk")
+    return _marshal(doc)
+
+
+def _new_job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
+    """A new job's item; 422 when the request would take too much of the record to leave room to run."""
+    item = job_item(job, ttl)
+    size = item_size(item)
+    if size > MAX_NEW_JOB_BYTES:
+        where = f"step '{job.step}'" if job.step else "the job"
+        raise ValidationFailed(
+            f"The request of {where} takes {size} bytes on its record; at most {MAX_NEW_JOB_BYTES}.",
+            [
+                {
+                    "loc": ["body", "args"],
+                    "msg": f"at most {MAX_NEW_JOB_BYTES} bytes recorded",
+                    "type": "too_long",
+                }
+            ],
+        )
+    return item
 
 
 def _with_queued_at(job: Job) -> Job:
