@@ -1,4 +1,4 @@
-"""DeadLetterFunction: a job whose message reached the DLQ ends as failed, never stuck."""
+"""DeadLetterFunction: a job whose message reached the DLQ ends as failed, announced, never stuck."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker
 
+# The worker service without command sets: it only ends jobs, announces them and moves pipelines on.
 _worker = build_worker(load_settings(), Registry([]))
 # A batch whose every record failed is still answered as partial failures, not raised.
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -12,6 +12,7 @@ import pytest
 from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.models import Asset, AssetStatus, Job, utcnow
+from ulid import ULID
 
 from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler
@@ -139,7 +140,18 @@ def test_websocket_sample_events_through_their_handler(
 
 
 def test_schedule_sample_event_through_the_sweeper(seeded: JobStore) -> None:
+    # Queued an hour ago and no send of its message recorded: it lost its message; send it again.
+    # (The sample job was queued just now: its sender still has time to record its send.)
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    lost, _ = seeded.create(
+        seeded.get(JOB_ID).model_copy(
+            update={
+                "job_id": str(ULID.from_timestamp(an_hour_ago.timestamp())),
+                "created_at": an_hour_ago,
+                "queued_at": None,
+            }
+        )
+    )
     sweeper = load_handler("sweeper")
     out = sweeper.handler(event("sweeper-schedule.json"), FakeContext(function_name="sweeper"))
-    # The sample job's id dates from 2024: a queued job that old has lost its message; send it again.
-    assert out == {"requeued": [JOB_ID], "rescued": [], "failed": []}
+    assert out == {"requeued": [lost.job_id], "rescued": [], "failed": []}

@@ -236,21 +236,30 @@ def test_a_job_left_queued_without_a_message_is_resent_by_the_sweeper_and_runs(
     assert [o.name for o in done.outputs] == ["map.png"]
 
 
-def test_a_job_no_worker_ever_takes_ends_failed_after_the_last_resend(
-    stack_env: Resources, store: JobStore
-) -> None:
+def test_a_job_whose_resends_all_fail_ends_never_started(stack_env: Resources, store: JobStore) -> None:
+    # A job whose message is sent and waits for a worker is never failed (tests/integration/test_sweeper.py);
+    # one whose message cannot be sent at all ends `never_started` after the last try.
     job, _ = store.create(_job(age_s=3600))
     sweeper = load_handler("sweeper")
-    sends = 0
-    for _ in range(10):  # the sweeper's schedule, played quickly; no worker reads the queue
-        report = sweeper.handler({}, FakeContext(function_name="sweeper"))
-        sends += len(report["requeued"])
-        if report["failed"]:
-            break
+
+    def refuse(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        raw = SimpleNamespace(stream=lambda **_: iter([b""]))
+        error = {"Error": {"Code": "ServiceUnavailable", "Message": "SQS is down"}}
+        return AWSResponse("https://sqs", 503, _headers({}), raw), error
+
+    sqs = aws_clients.sqs()
+    sqs.meta.events.register("before-call.sqs.SendMessage", _hook(refuse))
+    try:
+        for _ in range(10):  # the sweeper's schedule, played quickly
+            report = sweeper.handler({}, FakeContext(function_name="sweeper"))
+            if report["failed"]:
+                break
+    finally:
+        sqs.meta.events.unregister("before-call.sqs.SendMessage", _hook(refuse))
     ended = store.get(job.job_id)
     assert ended.status.value == "failed"
     assert ended.error is not None and ended.error.type == "never_started"
-    assert sends == queued_messages(stack_env.queue_url) >= 1
+    assert ended.requeues == 3 and queued_messages(stack_env.queue_url) == 0
 
 
 def _job(asset_id: str | None = None, age_s: float = 0) -> Job:

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobgate.settings import MAX_SYNC_WAIT_S
 
 LOG_TAIL_BYTES = 16 * 1024
+# An error's message as recorded on the job: enough to say what happened, bounded like every field.
+ERROR_MESSAGE_BYTES = 4 * 1024
 
 
 def utcnow() -> datetime:
@@ -47,6 +49,11 @@ class AssetStatus(StrEnum):
 class JobError(BaseModel):
     type: str
     message: str
+
+    @field_validator("message")
+    @classmethod
+    def _bounded(cls, message: str) -> str:
+        return clip(message, ERROR_MESSAGE_BYTES)
 
 
 class Output(BaseModel):
@@ -107,14 +114,20 @@ class Job(BaseModel):
     stdout: str = ""
     stderr: str = ""
     error: JobError | None = None
+    # The outputs, or their first page when there are too many for the record: then the whole list
+    # is in the manifest object `outputs_manifest` (S3), and `output_count` says how many there are.
     outputs: list[Output] = Field(default_factory=list)
+    output_count: int | None = None
+    outputs_manifest: str | None = None
     attempts: int = 0
     timeout_s: int
     request_hash: str
     cancel_requested: bool = False
     lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
     event_seq: int = 0  # the last event's number (WebSocket stream)
-    requeues: int = 0  # times the sweeper re-sent a queued job's message
+    requeues: int = 0  # times the sweeper re-sent this queued spell's message (it failed to send)
+    queued_at: datetime | None = None  # when it last became queued (written, unblocked, retried)
+    enqueued_at: datetime | None = None  # when that spell's message was confirmed sent to the queue
     pipeline_id: str | None = None
     step: str | None = None
     upstream: dict[str, str] = Field(default_factory=dict)  # "<dest>[i]" -> "<job_id>/<path>"
@@ -132,6 +145,11 @@ class Job(BaseModel):
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def total_outputs(self) -> int:
+        """How many outputs the job wrote (`outputs` may hold only the first page of them)."""
+        return self.output_count if self.output_count is not None else len(self.outputs)
+
 
 class JobPage(BaseModel):
     items: list[Job]
@@ -146,7 +164,9 @@ class JobResult(BaseModel):
     stdout_tail: str
     stderr_tail: str
     error: JobError | None = None
-    outputs: list[Output] = Field(default_factory=list)
+    outputs: list[Output] = Field(default_factory=list)  # every output, or the first page of a manifest
+    output_count: int | None = None
+    outputs_manifest: str | None = None
     archive: Output | None = None
 
 
@@ -171,8 +191,24 @@ class AssetPage(BaseModel):
 
 
 def tail(text: bytes, limit: int = LOG_TAIL_BYTES) -> str:
-    """The last `limit` bytes of a log, decoded without splitting a character badly."""
-    return text[-limit:].decode("utf-8", errors="replace")
+    """The last `limit` bytes of a log, decoded; at most `limit` bytes as UTF-8 too.
+
+    Each undecodable byte becomes U+FFFD, three bytes in UTF-8: binary output would triple in size
+    on the job record, so the decoded text is cut again from the front.
+    """
+    decoded = text[-limit:].decode("utf-8", errors="replace")
+    encoded = decoded.encode()
+    if len(encoded) <= limit:
+        return decoded
+    return encoded[-limit:].decode("utf-8", errors="ignore")
+
+
+def clip(text: str, limit: int) -> str:
+    """The start of `text`, at most `limit` bytes as UTF-8, never splitting a character."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
 class JobEvent(BaseModel):

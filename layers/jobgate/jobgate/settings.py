@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.25, gt=0)  # longest interval between sync-mode reads
     warm_command_sets: bool = True
-    requeue_after_s: int = Field(default=600, ge=30)
+    # The sweeper (docs/architecture.md): re-send a queued job's message not recorded as sent after
+    # this grace, at most max_resends times; end a job whose sent message outlived the queue's
+    # retention (JobsQueue's MessageRetentionPeriod: keep the two equal).
+    enqueue_grace_s: int = Field(default=120, ge=10)
+    max_resends: int = Field(default=3, ge=1)
+    queue_retention_s: int = Field(default=4 * 24 * 3600, ge=60, le=14 * 24 * 3600)
     lost_after_s: int = Field(default=60, ge=5)
     websocket_url: str | None = None  # wss:// URL clients connect to (answered in job links)
     ws_management_url: str | None = None  # https:// endpoint of the @connections management API

@@ -195,7 +195,12 @@ def build_sweeper(settings: Settings) -> Sweeper:
     from jobgate.services.sweeper import SweepConfig, Sweeper
 
     services = ApiServices(settings, Registry([]), aws.BACKGROUND)
-    config = SweepConfig(requeue_after_s=settings.requeue_after_s, lost_after_s=settings.lost_after_s)
+    config = SweepConfig(
+        enqueue_grace_s=settings.enqueue_grace_s,
+        max_resends=settings.max_resends,
+        queue_retention_s=settings.queue_retention_s,
+        lost_after_s=settings.lost_after_s,
+    )
     return Sweeper(
         services.store, services.queue, config, publisher=services.publisher, advancer=services.advancer
     )

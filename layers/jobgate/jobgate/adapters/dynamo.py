@@ -25,6 +25,15 @@ _de = TypeDeserializer()
 JOB_SK = "JOB"
 RUN_SK = "RUN"
 ASSET_SK = "ASSET"
+# DynamoDB refuses an item (or an update that makes one) past 400 KB: names and values, as counted
+# by `item_size`.
+MAX_ITEM_BYTES = 400 * 1024
+# A new job's record may take at most this much. What running it adds (two 16 KiB log tails, an
+# error, the first page of outputs, the manifest's key, counters, timestamps) is bounded too, about
+# 105 KB: tests/unit/test_job_item_size.py checks the sum stays well under MAX_ITEM_BYTES.
+MAX_NEW_JOB_BYTES = 160 * 1024
+# How often a write retries when the job moved between its read and its conditional write.
+_CANCEL_ROUNDS = 8
 
 
 def _job_key(job_id: str) -> dict[str, Any]:
@@ -38,6 +47,57 @@ def _status_index_key(tenant: str, status: JobStatus | str) -> str:
 def _active_key(status: JobStatus) -> str:
     # A sparse index of unfinished jobs across tenants, for the sweeper; ended jobs leave it.
     return f"ACTIVE#{status}"
+
+
+def _queued_sk(job_id: str, at: datetime, *, sent: bool) -> str:
+    # Queued jobs sort by what the sweeper asks of them: those whose message is not confirmed ("Q#")
+    # by when they became queued, those whose message was sent ("S#") by when it was sent. The ULIDs
+    # of records written before this scheme sort ahead of both, among the unconfirmed.
+    return f"{'S' if sent else 'Q'}#{epoch_ms(at):015d}#{job_id}"
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """An item's size as DynamoDB counts it against MAX_ITEM_BYTES, from its marshalled attributes.
+
+    AWS's rules: a name and a string count their UTF-8 bytes; a number one byte per two significant
+    digits plus one; a binary its raw bytes; a null or boolean one byte; a list or map 3 bytes plus
+    its elements, each element one byte more (a map's keys count as names).
+    """
+    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
+
+
+def attribute_size(value: Mapping[str, Any]) -> int:
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(str(inner).encode())
+    if kind == "N":
+        return _number_size(str(inner))
+    if kind == "B":
+        return len(inner)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + attribute_size(v) + 1 for k, v in inner.items())
+    if kind == "L":
+        return 3 + sum(attribute_size(v) + 1 for v in inner)
+    if kind == "SS":
+        return sum(len(v.encode()) for v in inner)
+    if kind == "NS":
+        return sum(_number_size(v) for v in inner)
+    if kind == "BS":
+        return sum(len(v) for v in inner)
+    raise ValueError(f"unknown DynamoDB type {kind}")
+
+
+def _number_size(number: str) -> int:
+    mantissa = number.lower().lstrip("+-").split("e", 1)[0]
+    significant = mantissa.replace(".", "").strip("0")
+    return (len(significant) + 1) // 2 + 1
+
+
+def marshalled_size(value: Any) -> int:
+    """The size DynamoDB counts for one plain (JSON-like) value stored as an attribute."""
+    return attribute_size(_ser.serialize(_to_dynamo(value)))
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -97,27 +157,14 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def _job_item(self, job: Job) -> dict[str, Any]:
-        doc = job.model_dump(mode="json")
-        doc.update(
-            pk=f"JOB#{job.job_id}",
-            sk=JOB_SK,
-            gsi1pk=f"TENANT#{job.tenant}#JOBS",
-            gsi1sk=job.job_id,
-            gsi2pk=_status_index_key(job.tenant, job.status),
-            gsi2sk=job.job_id,
-            gsi3pk=_active_key(job.status),
-            gsi3sk=job.job_id,
-            expires_at=_epoch(job.created_at + self._ttl),
-        )
-        return _marshal(doc)
-
     def create(self, job: Job) -> tuple[Job, bool]:
         """Write a new job; with a run_id already used, answer that job (same request) or 409."""
+        job = _with_queued_at(job)
+        item = _new_job_item(job, self._ttl)
         put_job = {
             "Put": {
                 "TableName": self._table,
-                "Item": self._job_item(job),
+                "Item": item,
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
@@ -226,15 +273,19 @@ class JobStore:
             now_ms=epoch_ms(now),
             lease=epoch_ms(lease_until),
             one=1,
+            no=False,
             attempts=job.attempts,
             gsi2=_status_index_key(job.tenant, JobStatus.RUNNING),
             gsi3=_active_key(JobStatus.RUNNING),
+            gsi3sk=job.job_id,
         )
+        # A job whose cancel was asked is never run (again): its claimant ends it instead.
         return self._update(
             job.job_id,
             "SET #status = :running, attempts = attempts + :one, lease_until = :lease, gsi2pk = :gsi2,"
-            " gsi3pk = :gsi3, started_at = if_not_exists(started_at, :now)",
-            "attempts = :attempts AND (#status = :queued OR (#status = :running AND lease_until < :now_ms))",
+            " gsi3pk = :gsi3, gsi3sk = :gsi3sk, started_at = if_not_exists(started_at, :now)",
+            "attempts = :attempts AND (#status = :queued OR (#status = :running AND lease_until < :now_ms))"
+            " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
             values,
             {"#status": "status"},
         )
@@ -279,36 +330,60 @@ class JobStore:
             cond_values={"running": JobStatus.RUNNING.value, "a": attempt},
         )
 
-    def unblock(self, job: Job) -> Job:
+    # A job becomes queued (again) with no confirmed message: whoever sends it confirms the send
+    # (`confirm_enqueue`); until then the sweeper may send it again.
+    _QUEUED = (
+        "SET #status = :queued, gsi2pk = :gsi2, gsi3pk = :gsi3, gsi3sk = :gsi3sk, queued_at = :now"
+        " REMOVE enqueued_at, requeues"
+    )
+
+    def _queued_values(self, job: Job, now: datetime) -> dict[str, Any]:
+        return {
+            "queued": JobStatus.QUEUED.value,
+            "gsi2": _status_index_key(job.tenant, JobStatus.QUEUED),
+            "gsi3": _active_key(JobStatus.QUEUED),
+            "gsi3sk": _queued_sk(job.job_id, now, sent=False),
+            "now": now.isoformat(),
+        }
+
+    def unblock(self, job: Job, *, now: datetime) -> Job:
         """blocked -> queued, once: the steps it reads from have all succeeded."""
         return self._update(
             job.job_id,
-            "SET #status = :queued, gsi2pk = :gsi2, gsi3pk = :gsi3",
+            self._QUEUED,
             "#status = :blocked",
-            _values(
-                queued=JobStatus.QUEUED.value,
-                blocked=JobStatus.BLOCKED.value,
-                gsi2=_status_index_key(job.tenant, JobStatus.QUEUED),
-                gsi3=_active_key(JobStatus.QUEUED),
-            ),
+            _values(blocked=JobStatus.BLOCKED.value, **self._queued_values(job, now)),
             {"#status": "status"},
         )
 
-    def requeue(self, job: Job, *, attempt: int) -> Job:
+    def requeue(self, job: Job, *, attempt: int, now: datetime) -> Job:
         """running -> queued for another attempt (a retriable failure), only by the attempt holding it."""
         return self._update(
             job.job_id,
-            "SET #status = :queued, gsi2pk = :gsi2, gsi3pk = :gsi3 REMOVE lease_until",
+            self._QUEUED + ", lease_until",
             "#status = :running AND attempts = :a",
-            _values(
-                queued=JobStatus.QUEUED.value,
-                running=JobStatus.RUNNING.value,
-                a=attempt,
-                gsi2=_status_index_key(job.tenant, JobStatus.QUEUED),
-                gsi3=_active_key(JobStatus.QUEUED),
-            ),
+            _values(running=JobStatus.RUNNING.value, a=attempt, **self._queued_values(job, now)),
             {"#status": "status"},
         )
+
+    def confirm_enqueue(self, job: Job, *, now: datetime) -> bool:
+        """Record that this queued spell's message was sent; False when the job has moved on already."""
+        try:
+            self._update(
+                job.job_id,
+                "SET enqueued_at = :now, gsi3sk = :gsi3sk",
+                "#status = :queued AND attempts = :a AND attribute_not_exists(enqueued_at)",
+                _values(
+                    now=now.isoformat(),
+                    gsi3sk=_queued_sk(job.job_id, now, sent=True),
+                    queued=JobStatus.QUEUED.value,
+                    a=job.attempts,
+                ),
+                {"#status": "status"},
+            )
+        except InvalidTransition:
+            return False  # claimed, ended or confirmed meanwhile: its message was delivered
+        return True
 
     def link_retry_of(self, retry: Job, original: Job) -> Job:
         return self._update(
@@ -334,7 +409,7 @@ class JobStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            for item in [*extra_items, *(self._job_item(j) for j in jobs)]
+            for item in [*extra_items, *(_new_job_item(_with_queued_at(j), self._ttl) for j in jobs)]
         ]
         if len(puts) > 100:
             raise ValidationFailed(
@@ -392,7 +467,7 @@ class JobStore:
         return _marshal(doc)
 
     def fail_unfinished(self, job: Job, *, error: JobError, now: datetime) -> Job:
-        """End a queued or running job as failed (dead-lettered message, lost worker)."""
+        """End an unfinished job as failed, only if it is still exactly as `job` was read."""
         result = JobResult(
             status=JobStatus.FAILED,
             exit_code=job.exit_code,
@@ -400,13 +475,19 @@ class JobStore:
             stderr_tail=job.stderr,
             error=error,
         )
-        return self._terminal(
-            job,
-            result,
-            now,
-            condition="#status IN (:queued, :running)",
-            cond_values={"queued": JobStatus.QUEUED.value, "running": JobStatus.RUNNING.value},
-        )
+        return self.end_unfinished(job, result, now=now)
+
+    def end_unfinished(self, job: Job, result: JobResult, *, now: datetime) -> Job:
+        """End a job nobody is running any more (lost message, dead worker, dead letter, cancel).
+
+        Conditional on the exact state read: the same status and attempt, and for a running job the
+        same lease, for a queued one the same enqueue record. A worker that claimed the job, or renewed
+        its lease, in between makes this an InvalidTransition, never a job ended under its feet.
+        """
+        if job.terminal:
+            raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+        condition, values = _as_read(job)
+        return self._terminal(job, result, now, condition=condition, cond_values=values)
 
     def _terminal(
         self, job: Job, result: JobResult, now: datetime, *, condition: str, cond_values: dict[str, Any]
@@ -419,6 +500,8 @@ class JobStore:
             "stderr": result.stderr_tail,
             "error": result.error.model_dump() if result.error else None,
             "outputs": [o.model_dump() for o in result.outputs],
+            "output_count": result.output_count if result.output_count is not None else len(result.outputs),
+            "manifest": result.outputs_manifest,
             "archive": result.archive.model_dump() if result.archive else None,
             "finished_at": now.isoformat(),
             "progress": 1.0 if result.status == JobStatus.SUCCEEDED else job.progress,
@@ -429,7 +512,8 @@ class JobStore:
         return self._update(
             job.job_id,
             "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
-            " #error = :error, outputs = :outputs, #archive = :archive, finished_at = :finished_at,"
+            " #error = :error, outputs = :outputs, output_count = :output_count,"
+            " outputs_manifest = :manifest, #archive = :archive, finished_at = :finished_at,"
             " progress = :progress,"
             " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until, gsi3pk, gsi3sk",
             condition,
@@ -438,63 +522,96 @@ class JobStore:
         )
 
     def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:
-        """A queued or blocked job is cancelled at once; a running one is flagged for its worker to kill."""
-        if job.status in (JobStatus.QUEUED, JobStatus.BLOCKED):
-            result = JobResult(
-                status=JobStatus.CANCELLED,
-                exit_code=None,
-                stdout_tail="",
-                stderr_tail="",
-                error=JobError(type="cancelled", message=reason),
-            )
+        """End a blocked or queued job at once, or flag a running one for its worker to kill.
+
+        The job may move between the read and the write (unblocked, claimed, re-queued for a retry):
+        each conditional write that misses reads the job again and tries what its new state takes,
+        until it is cancelled, flagged, or has ended (then 409).
+        """
+        for _ in range(_CANCEL_ROUNDS):
+            if job.terminal:
+                raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
             try:
-                return self._terminal(
-                    job,
-                    result,
-                    now,
-                    condition="#status = :from",
-                    cond_values={"from": job.status.value},
+                if job.status == JobStatus.RUNNING:
+                    return self._update(
+                        job.job_id,
+                        "SET cancel_requested = :t",
+                        "#status = :running",
+                        _values(t=True, running=JobStatus.RUNNING.value),
+                        {"#status": "status"},
+                    )
+                result = JobResult(
+                    status=JobStatus.CANCELLED,
+                    exit_code=job.exit_code,
+                    stdout_tail=job.stdout,  # a job re-queued for a retry keeps its last attempt's tails
+                    stderr_tail=job.stderr,
+                    error=JobError(type="cancelled", message=reason),
                 )
-            except InvalidTransition:
-                job = self.get(job.job_id)  # a worker took it meanwhile: flag it instead
-        if job.status == JobStatus.RUNNING:
-            try:
-                return self._update(
-                    job.job_id,
-                    "SET cancel_requested = :t",
-                    "#status = :running",
-                    _values(t=True, running=JobStatus.RUNNING.value),
-                    {"#status": "status"},
+                return self._terminal(
+                    job, result, now, condition="#status = :from", cond_values={"from": job.status.value}
                 )
             except InvalidTransition:
                 job = self.get(job.job_id)
-        raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+        raise StoreError(f"Job '{job.job_id}' kept changing while it was being cancelled; try again.")
 
-    def active(self, status: JobStatus, *, created_before: str | None = None, limit: int = 100) -> list[Job]:
-        """Unfinished jobs in one status, oldest first (created before the given ULID, if any)."""
+    def active(
+        self, status: JobStatus, *, created_before: str | None = None, page_size: int = 100
+    ) -> list[Job]:
+        """Every unfinished job in one status (created before the given ULID, if any), all pages read."""
+        before = created_before if status != JobStatus.QUEUED else None
+        jobs = self._active_range(status, upper=before, page_size=page_size)
+        if status == JobStatus.QUEUED and created_before is not None:
+            jobs = [j for j in jobs if j.job_id < created_before]
+        return jobs
+
+    def queued_unconfirmed(self, *, queued_before: datetime, page_size: int = 100) -> list[Job]:
+        """Queued jobs whose message is not confirmed sent, queued before the given time."""
+        upper = _queued_sk("", queued_before, sent=False)
+        jobs = self._active_range(JobStatus.QUEUED, upper=upper, page_size=page_size)
+        # Records written before the Q#/S# keys sort here by their ULID, whatever their age.
+        return [j for j in jobs if (j.queued_at or j.created_at) < queued_before and j.enqueued_at is None]
+
+    def queued_sent(self, *, sent_before: datetime, page_size: int = 100) -> list[Job]:
+        """Queued jobs whose message was sent before the given time (and no worker took it since)."""
+        return self._active_range(
+            JobStatus.QUEUED,
+            lower="S#",
+            upper=_queued_sk("", sent_before, sent=True),
+            page_size=page_size,
+        )
+
+    def _active_range(
+        self, status: JobStatus, *, lower: str | None = None, upper: str | None = None, page_size: int
+    ) -> list[Job]:
+        values: dict[str, Any] = {":pk": {"S": _active_key(status)}}
+        key = "gsi3pk = :pk"
+        if lower is not None and upper is not None:
+            key += " AND gsi3sk BETWEEN :lo AND :hi"
+            values.update({":lo": {"S": lower}, ":hi": {"S": upper}})
+        elif upper is not None:
+            key += " AND gsi3sk < :hi"
+            values[":hi"] = {"S": upper}
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "gsi3",
-            "KeyConditionExpression": "gsi3pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": _active_key(status)}},
+            "KeyConditionExpression": key,
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": True,
-            "Limit": limit,
+            "Limit": page_size,
         }
-        if created_before is not None:
-            query["KeyConditionExpression"] += " AND gsi3sk < :before"
-            query["ExpressionAttributeValues"][":before"] = {"S": created_before}
-        got = _guard(lambda: self._db.query(**query))
-        return [Job.model_validate(_unmarshal(i)) for i in got.get("Items", [])]
+        jobs: list[Job] = []
+        while True:
+            got = _guard(lambda: self._db.query(**query))
+            jobs.extend(Job.model_validate(_unmarshal(i)) for i in got.get("Items", []))
+            last = got.get("LastEvaluatedKey")
+            if not last:
+                return jobs
+            query["ExclusiveStartKey"] = last
 
-    def note_requeue(self, job: Job) -> Job:
-        """Count one more re-send of a queued job's message (conditional: still queued)."""
-        return self._update(
-            job.job_id,
-            "ADD requeues :one",
-            "#status = :queued",
-            _values(one=1, queued=JobStatus.QUEUED.value),
-            {"#status": "status"},
-        )
+    def note_resend(self, job: Job) -> Job:
+        """Count one more send of a queued job's unconfirmed message, if the job is as it was read."""
+        condition, values = _as_read(job)
+        return self._update(job.job_id, "ADD requeues :one", condition, _values(one=1, **values), _STATUS)
 
     # -- assets -------------------------------------------------------------------------------
 
@@ -594,6 +711,82 @@ class JobStore:
 
     def ping(self) -> None:
         _guard(lambda: self._db.describe_table(TableName=self._table))
+
+
+_STATUS = {"#status": "status"}
+
+
+def job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
+    """The job as its DynamoDB item: every field, the index keys and the expiry."""
+    doc = job.model_dump(mode="json")
+    doc.update(
+        pk=f"JOB#{job.job_id}",
+        sk=JOB_SK,
+        gsi1pk=f"TENANT#{job.tenant}#JOBS",
+        gsi1sk=job.job_id,
+        gsi2pk=_status_index_key(job.tenant, job.status),
+        gsi2sk=job.job_id,
+        gsi3pk=_active_key(job.status),
+        gsi3sk=job.job_id,
+        expires_at=_epoch(job.created_at + ttl),
+    )
+    if job.status == JobStatus.QUEUED:
+        doc["gsi3sk"] = _queued_sk(job.job_id, job.queued_at or job.created_at, sent=False)
+    if job.terminal:
+        doc.pop("gsi3pk")
+        doc.pop("gsi3sk")
+    return _marshal(doc)
+
+
+def _new_job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
+    """A new job's item; 422 when the request would take too much of the record to leave room to run."""
+    item = job_item(job, ttl)
+    size = item_size(item)
+    if size > MAX_NEW_JOB_BYTES:
+        where = f"step '{job.step}'" if job.step else "the job"
+        raise ValidationFailed(
+            f"The request of {where} takes {size} bytes on its record; at most {MAX_NEW_JOB_BYTES}.",
+            [
+                {
+                    "loc": ["body", "args"],
+                    "msg": f"at most {MAX_NEW_JOB_BYTES} bytes recorded",
+                    "type": "too_long",
+                }
+            ],
+        )
+    return item
+
+
+def _with_queued_at(job: Job) -> Job:
+    if job.status == JobStatus.QUEUED and job.queued_at is None:
+        return job.model_copy(update={"queued_at": job.created_at})
+    return job
+
+
+def _as_read(job: Job) -> tuple[str, dict[str, Any]]:
+    """A condition that holds only while the job is exactly as read: what the sweeper and a claimant
+    that ends a job nobody runs must check, so they never end one that someone else took meanwhile."""
+    condition = "#status = :seen_status AND attempts = :seen_attempts"
+    values: dict[str, Any] = {"seen_status": job.status.value, "seen_attempts": job.attempts}
+    if job.status == JobStatus.RUNNING:
+        if job.lease_until is None:
+            condition += " AND attribute_not_exists(lease_until)"
+        else:
+            condition += " AND lease_until = :seen_lease"
+            values["seen_lease"] = job.lease_until
+    if job.status == JobStatus.QUEUED:
+        condition += (
+            " AND attribute_not_exists(enqueued_at)"
+            if job.enqueued_at is None
+            else " AND attribute_exists(enqueued_at)"
+        )
+        if job.requeues:
+            condition += " AND requeues = :seen_requeues"
+            values["seen_requeues"] = job.requeues
+        else:
+            condition += " AND (attribute_not_exists(requeues) OR requeues = :seen_requeues)"
+            values["seen_requeues"] = 0
+    return condition, values
 
 
 def _encode_cursor(key: Mapping[str, Any]) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from jobgate.models import Job, JobError, JobStatus, Output
+from jobgate.services.jobs import OutputLink
 from jobgate.services.registry import CommandContract
 
 
@@ -31,7 +32,11 @@ class JobView(BaseModel):
     stdout: str
     stderr: str
     error: JobError | None
-    outputs: list[Output]
+    outputs: list[Output] = Field(
+        description="The outputs; only the first of them when output_count is larger (GET .../outputs pages"
+        " through all)."
+    )
+    output_count: int = Field(description="How many outputs the job wrote.")
     attempts: int
     timeout_s: int
     cancel_requested: bool
@@ -58,7 +63,8 @@ class JobView(BaseModel):
             download=f"{base}/download",
             websocket=websocket_url,
         )
-        return cls(**job.model_dump(include=set(cls.model_fields) - {"links"}), links=links)
+        fields = job.model_dump(include=set(cls.model_fields) - {"links", "output_count"})
+        return cls(**fields, output_count=job.total_outputs, links=links)
 
 
 class JobList(BaseModel):
@@ -84,7 +90,8 @@ class CommandDetail(CommandContract):
 
 
 class OutputList(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[OutputLink]
+    next_cursor: str | None
 
 
 class Health(BaseModel):

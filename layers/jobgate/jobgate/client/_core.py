@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # A sync submission may hold the request up to 25 s; S3 transfers move large files.
 TRANSFER_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 CHUNK = 1024 * 1024
+OUTPUTS_PAGE = 100  # the API's largest page of a job's outputs
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
 

@@ -256,8 +256,15 @@ class AsyncClient:
         return response.text
 
     async def outputs(self, job_id: str) -> builtins.list[Output]:
-        items = (await self.request("GET", f"/v1/jobs/{job_id}/outputs")).json()["items"]
-        return [Output.model_validate(item) for item in items]
+        """Every output of the job (all pages), each with a presigned download URL."""
+        outputs: builtins.list[Output] = []
+        params: dict[str, Any] = {"limit": _core.OUTPUTS_PAGE}
+        while True:
+            page = (await self.request("GET", f"/v1/jobs/{job_id}/outputs", params=params)).json()
+            outputs.extend(Output.model_validate(item) for item in page["items"])
+            if not page.get("next_cursor"):
+                return outputs
+            params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
     # -- files ------------------------------------------------------------------------------
 

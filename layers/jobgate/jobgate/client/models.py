@@ -51,7 +51,8 @@ class Job(_Answer):
     stdout: str = ""
     stderr: str = ""
     error: JobError | None = None
-    outputs: list[Output] = Field(default_factory=list)
+    outputs: list[Output] = Field(default_factory=list)  # the first of them when output_count is larger
+    output_count: int = 0
     attempts: int = 0
     timeout_s: int | None = None
     cancel_requested: bool = False

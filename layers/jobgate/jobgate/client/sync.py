@@ -287,9 +287,15 @@ class Client:
         return response.text
 
     def outputs(self, job_id: str) -> builtins.list[Output]:
-        """The job's outputs, each with a presigned download URL."""
-        items = self.request("GET", f"/v1/jobs/{job_id}/outputs").json()["items"]
-        return [Output.model_validate(item) for item in items]
+        """Every output of the job (all pages), each with a presigned download URL."""
+        outputs: builtins.list[Output] = []
+        params: dict[str, Any] = {"limit": _core.OUTPUTS_PAGE}
+        while True:
+            page = self.request("GET", f"/v1/jobs/{job_id}/outputs", params=params).json()
+            outputs.extend(Output.model_validate(item) for item in page["items"])
+            if not page.get("next_cursor"):
+                return outputs
+            params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
     # -- files ------------------------------------------------------------------------------
 

@@ -39,7 +39,18 @@ STAGED, STARTED, EXITED = 0.1, 0.2, 0.9
 
 def public_job(job: Job) -> dict[str, Any]:
     """A job as clients see it (the API's JobView without links)."""
-    hidden = {"tenant", "argv", "inputs", "request_hash", "lease_until", "event_seq", "requeues"}
+    hidden = {
+        "tenant",
+        "argv",
+        "inputs",
+        "request_hash",
+        "lease_until",
+        "event_seq",
+        "requeues",
+        "queued_at",
+        "enqueued_at",
+        "outputs_manifest",
+    }
     return job.model_dump(mode="json", exclude=hidden)
 
 

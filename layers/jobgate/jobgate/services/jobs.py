@@ -25,7 +25,9 @@ from jobgate.errors import (
 )
 from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
 from jobgate.observability import logger
+from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce
+from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import Invocation, Registry
 
@@ -54,6 +56,14 @@ def archive_key(tenant: str, job_id: str, attempt: int) -> str:
 FIRST_SYNC_POLL_S = 0.025
 
 
+def manifest_key(tenant: str, job_id: str, attempt: int) -> str:
+    """The list of every output of one attempt, when they are too many for the job record.
+
+    Beside that attempt's folder of outputs (`results/<tenant>/<job_id>/a<attempt>/`), never inside.
+    """
+    return f"results/{tenant}/{job_id}/a{attempt}.outputs.json"
+
+
 class JobLimits(BaseModel):
     default_timeout_s: int
     max_timeout_s: int
@@ -63,6 +73,11 @@ class JobLimits(BaseModel):
 class OutputLink(Output):
     url: str
     expires_in: int
+
+
+class OutputLinkPage(BaseModel):
+    items: list[OutputLink]
+    next_cursor: str | None = None
 
 
 class LogContent(BaseModel):
@@ -103,6 +118,7 @@ class JobService:
         self._clock = clock
         self._sleep = sleep
         self._monotonic = monotonic
+        self._catalog = OutputCatalog(blobs)
 
     def submit(self, tenant: str, request: JobRequest) -> tuple[Job, bool]:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
@@ -194,12 +210,17 @@ class JobService:
 
     def _enqueue(self, job: Job) -> None:
         try:
-            self._queue.send(job.job_id, job.tenant)
+            dispatch(self._store, self._queue, job, self._clock)
         except QueueError:
             # The job must not stay queued with no message to run it: end it, then tell the client.
-            self._store.fail_unfinished(
-                job, error=JobError(type="enqueue", message="The job could not be queued."), now=self._clock()
-            )
+            try:
+                self._store.fail_unfinished(
+                    job,
+                    error=JobError(type="enqueue", message="The job could not be queued."),
+                    now=self._clock(),
+                )
+            except InvalidTransition:
+                return  # a worker claimed it: the send went through after all, whatever SQS answered
             raise
 
     def wait(self, job: Job, *, until: float) -> Job:
@@ -253,20 +274,23 @@ class JobService:
             )
         return LogContent(text=self._blobs.get_bytes(key).decode("utf-8", errors="replace"))
 
-    def outputs(self, tenant: str, job_id: str) -> list[OutputLink]:
+    def outputs(self, tenant: str, job_id: str, *, limit: int, cursor: str | None) -> OutputLinkPage:
+        """A page of the job's outputs, each with a presigned download URL."""
         job = self._store.get(job_id, tenant=tenant)
-        return [
-            OutputLink(
-                **o.model_dump(),
-                url=self._blobs.presign_get(
-                    output_key(tenant, job_id, job.attempts, o.name),
-                    expires_s=self._presign_s,
-                    filename=o.name.rsplit("/", 1)[-1],
-                ),
-                expires_in=self._presign_s,
-            )
-            for o in job.outputs
-        ]
+        page, next_cursor = self._catalog.page(job, limit=limit, cursor=cursor)
+        return OutputLinkPage(items=[self._link(job, o) for o in page], next_cursor=next_cursor)
+
+    def _link(self, job: Job, output: Output) -> OutputLink:
+        url = self._blobs.presign_get(
+            self._output_key(job, output.name),
+            expires_s=self._presign_s,
+            filename=output.name.rsplit("/", 1)[-1],
+        )
+        return OutputLink(**output.model_dump(), url=url, expires_in=self._presign_s)
+
+    @staticmethod
+    def _output_key(job: Job, name: str) -> str:
+        return output_key(job.tenant, job.job_id, job.attempts, name)
 
     def archive_url(self, tenant: str, job_id: str) -> str:
         """The zip of every output, which the worker builds when the request asked for it."""
@@ -285,19 +309,19 @@ class JobService:
 
     def download_url(self, tenant: str, job_id: str, name: str | None) -> str:
         job = self._store.get(job_id, tenant=tenant)
-        names = [o.name for o in job.outputs]
         if name is None:
-            if not names:
+            if job.total_outputs == 0:
                 raise NotFound(f"Job '{job_id}' has no outputs.")
-            if len(names) > 1:
+            if job.total_outputs > 1:
                 raise Conflict(
-                    f"Job '{job_id}' has {len(names)} outputs; name one with ?name=, or ask for ?zip=1.",
-                    extra={"outputs": names},
+                    f"Job '{job_id}' has {job.total_outputs} outputs; "
+                    "name one with ?name=, or ask for ?zip=1.",
+                    extra={"outputs": [o.name for o in job.outputs]},
                 )
-            name = names[0]
-        elif name not in names:
+            name = job.outputs[0].name
+        elif self._catalog.find(job, name) is None:
             raise NotFound(f"Job '{job_id}' has no output '{name}'.")
-        key = output_key(tenant, job_id, job.attempts, name)
+        key = self._output_key(job, name)
         if self._blobs.size(key) is None:
             raise Gone(f"Output '{name}' of job '{job_id}' has expired; the retention policy removed it.")
         return self._blobs.presign_get(key, expires_s=self._presign_s, filename=name.rsplit("/", 1)[-1])

@@ -6,21 +6,23 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from ulid import ULID
 
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
-from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict, ValidationFailed
+from jobgate.errors import Conflict, InvalidTransition, NotFound, QueueError, RunIdConflict, ValidationFailed
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.observability import logger
+from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce
 from jobgate.services.limits import JobAdmission
 from jobgate.services.registry import ASSET_SCHEME, STEP_SCHEME, CommandContract, Invocation, Registry
 
 MAX_STEPS = 50
+MAX_REF_CHARS = 1024  # a step:// reference in `files`; the job record keeps each (bounded item size)
 STEP_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -34,7 +36,7 @@ class StepRequest(BaseModel):
     timeout_s: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1, le=5)
     retry_on_exit: bool = False
-    files: list[str] = Field(
+    files: list[Annotated[str, Field(max_length=MAX_REF_CHARS)]] = Field(
         default_factory=list,
         max_length=MAX_STEPS,
         description="Earlier steps' outputs (step://<name>/<path>) to stage without naming them in args,"
@@ -128,12 +130,16 @@ class Advancer:
     def announce(self, job: Job) -> None:
         announce(self._publisher, job)
 
+    def send(self, job: Job) -> None:
+        """Send a queued step's message and record the send (the sweeper re-sends unrecorded ones)."""
+        dispatch(self._store, self._queue, job, self._clock)
+
     def _start(self, job: Job) -> None:
         try:
-            queued = self._store.unblock(job)
+            queued = self._store.unblock(job, now=self._clock())
         except InvalidTransition:
-            return  # another upstream's completion queued it first
-        self._queue.send(queued.job_id, queued.tenant)
+            return  # another upstream's completion queued it first, or it was cancelled
+        self.send(queued)
         logger.info("pipeline step queued", job_id=job.job_id, step=job.step, pipeline_id=job.pipeline_id)
 
     def _cancel(self, job: Job, reason: str) -> None:
@@ -254,7 +260,11 @@ class PipelineService:
             return self._existing(tenant, request, existing), False
         for job in jobs:
             if job.status == JobStatus.QUEUED:
-                self._queue.send(job.job_id, tenant)
+                try:
+                    self._advancer.send(job)
+                except QueueError as exc:
+                    # The pipeline is written: the sweeper sends the step's message within minutes.
+                    logger.warning("could not queue a pipeline step", job_id=job.job_id, error=exc.detail)
         return pipeline, True
 
     def _existing(self, tenant: str, request: PipelineRequest, run: Mapping[str, Any]) -> Pipeline:
@@ -292,6 +302,11 @@ class PipelineService:
         return [Pipeline.model_validate(i) for i in items], next_cursor
 
     def cancel(self, tenant: str, pipeline_id: str) -> Pipeline:
+        """Cancel every step that has not ended: blocked and queued ones at once, running ones flagged.
+
+        A step that moves meanwhile (unblocked, claimed, re-queued) is cancelled in its new state;
+        only a step that has ended is left as it is.
+        """
         pipeline = self.get(tenant, pipeline_id)
         now = self._clock()
         for job in self.jobs(pipeline).values():
@@ -300,6 +315,9 @@ class PipelineService:
             try:
                 done = self._store.cancel(job, now=now, reason="The pipeline was cancelled.")
             except InvalidTransition:
+                logger.info(
+                    "pipeline step ended before its cancel", job_id=job.job_id, pipeline_id=pipeline_id
+                )
                 continue
             if done.terminal:
                 self._advancer.announce(done)

@@ -1,8 +1,12 @@
-"""The sweeper: finds jobs that lost their message or their worker, so none stays unfinished."""
+"""The sweeper: finds jobs that lost their message or their worker, so none stays unfinished.
+
+It never fails a job for waiting: a job whose message was sent waits in the queue as long as the
+queue keeps the message. Every write it makes holds only while the job is exactly as it read it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -11,22 +15,32 @@ from ulid import ULID
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError
-from jobgate.models import JobError, JobStatus, utcnow
+from jobgate.models import Job, JobError, JobStatus, utcnow
 from jobgate.observability import logger
+from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce
 from jobgate.services.pipelines import Advancer
+
+# SQS keeps a message this long (JobsQueue's MessageRetentionPeriod in template.yaml), then drops
+# it without a trace: a job whose message was sent longer ago than this can never be delivered.
+QUEUE_RETENTION_S = 4 * 24 * 3600
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    # A queued job older than this has probably lost its message (the API died between the write
-    # and the send); re-sending it is harmless, since a worker runs a job only once.
-    requeue_after_s: int = 600
-    max_requeues: int = 3
+    # Whoever queues a job records the send right after it; a queued job with no such record after
+    # this long lost its message (the API died between its write and its send): send it again.
+    enqueue_grace_s: int = 120
+    # Re-sends of an unrecorded message that may fail before the job ends `never_started`.
+    max_resends: int = 3
+    # Past this, a sent message is gone from the queue: the job ends `queue_expired`.
+    queue_retention_s: int = QUEUE_RETENTION_S
     # A running job whose lease ran out this long ago lost its worker: hand it to another one now
     # rather than after the queue's visibility timeout.
     lost_after_s: int = 60
-    batch: int = 100
+    # A blocked step this old whose upstream ended was not moved on (its worker died right then).
+    blocked_after_s: int = 600
+    page_size: int = 100
 
 
 @dataclass
@@ -57,56 +71,100 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         report = SweepReport()
         now = self._clock()
-        self._sweep_queued(now, report)
-        self._sweep_running(now, report)
-        self._sweep_blocked(now)
+        cfg = self._config
+        passes: list[tuple[str, Callable[[], list[Job]], Callable[[Job], None]]] = [
+            (
+                "unsent",
+                lambda: self._store.queued_unconfirmed(
+                    queued_before=now - timedelta(seconds=cfg.enqueue_grace_s), page_size=cfg.page_size
+                ),
+                lambda job: self._resend(job, now, report),
+            ),
+            (
+                "expired",
+                lambda: self._store.queued_sent(
+                    sent_before=now - timedelta(seconds=cfg.queue_retention_s), page_size=cfg.page_size
+                ),
+                lambda job: self._expire(job, now, report),
+            ),
+            (
+                "running",
+                lambda: self._store.active(JobStatus.RUNNING, page_size=cfg.page_size),
+                lambda job: self._rescue(job, now, report),
+            ),
+            (
+                "blocked",
+                lambda: self._store.active(
+                    JobStatus.BLOCKED,
+                    created_before=str(
+                        ULID.from_timestamp((now - timedelta(seconds=cfg.blocked_after_s)).timestamp())
+                    ),
+                    page_size=cfg.page_size,
+                ),
+                self._move_on,
+            ),
+        ]
+        for name, read, sweep_one in passes:
+            try:
+                jobs = read()
+            except JobgateError as exc:
+                logger.error("could not read jobs to sweep", sweep=name, error=exc.detail)
+                continue
+            self._each(name, jobs, sweep_one)
         if report.requeued or report.failed or report.rescued:
             logger.warning("swept unfinished jobs", **report.__dict__)
         return report
 
-    def _sweep_queued(self, now: datetime, report: SweepReport) -> None:
-        cutoff = now - timedelta(seconds=self._config.requeue_after_s)
-        before = str(ULID.from_timestamp(cutoff.timestamp()))
-        for job in self._store.active(JobStatus.QUEUED, created_before=before, limit=self._config.batch):
+    @staticmethod
+    def _each(name: str, jobs: Iterable[Job], sweep_one: Callable[[Job], None]) -> None:
+        """One job's trouble is logged and the sweep goes on with the next."""
+        for job in jobs:
             try:
-                if job.requeues >= self._config.max_requeues:
-                    message = f"No worker picked it up after {job.requeues + 1} sends of its message."
-                    failed = self._store.fail_unfinished(
-                        job, error=JobError(type="never_started", message=message), now=now
-                    )
-                    announce(self._publisher, failed)
-                    if self._advancer is not None:
-                        self._advancer.advance(failed)
-                    report.failed.append(job.job_id)
-                    continue
-                self._store.note_requeue(job)
-                self._queue.send(job.job_id, job.tenant)
-                report.requeued.append(job.job_id)
+                sweep_one(job)
             except InvalidTransition:
-                continue  # it started or ended meanwhile
-            except JobgateError as exc:
-                logger.warning("could not sweep job", job_id=job.job_id, error=exc.detail)
+                continue  # it moved on (claimed, sent, ended) since it was read: nothing to do
+            except Exception as exc:  # noqa: BLE001 - isolation is the point: log every kind, go on
+                detail = exc.detail if isinstance(exc, JobgateError) else repr(exc)
+                logger.error("could not sweep job", sweep=name, job_id=job.job_id, error=detail)
 
-    def _sweep_blocked(self, now: datetime) -> None:
+    def _resend(self, job: Job, now: datetime, report: SweepReport) -> None:
+        """A queued job with no recorded send: send it again, or end it after the last failed send."""
+        if job.requeues >= self._config.max_resends:
+            message = f"Its message could not be sent to the queue ({job.requeues + 1} tries)."
+            self._end(job, JobError(type="never_started", message=message), now, report)
+            return
+        counted = self._store.note_resend(job)  # counted first: a send that keeps failing ends the job
+        dispatch(self._store, self._queue, counted, self._clock)
+        report.requeued.append(job.job_id)
+
+    def _expire(self, job: Job, now: datetime, report: SweepReport) -> None:
+        days = self._config.queue_retention_s / 86400
+        message = (
+            f"No worker took it while the queue kept its message ({days:g} days); the queue has dropped it. "
+            "Submit it again."
+        )
+        self._end(job, JobError(type="queue_expired", message=message), now, report)
+
+    def _end(self, job: Job, error: JobError, now: datetime, report: SweepReport) -> None:
+        failed = self._store.fail_unfinished(job, error=error, now=now)
+        report.failed.append(job.job_id)
+        announce(self._publisher, failed)
+        if self._advancer is not None:
+            self._advancer.advance(failed)
+
+    def _rescue(self, job: Job, now: datetime, report: SweepReport) -> None:
+        stale = epoch_ms(now - timedelta(seconds=self._config.lost_after_s))
+        if job.lease_until is None or job.lease_until >= stale:
+            return
+        # The worker that takes the message over retries the job, or fails it after its last attempt.
+        self._queue.send(job.job_id, job.tenant)
+        report.rescued.append(job.job_id)
+
+    def _move_on(self, job: Job) -> None:
         """A blocked step whose upstream ended but was never moved on (its worker died right then)."""
         if self._advancer is None:
             return
-        cutoff = now - timedelta(seconds=self._config.requeue_after_s)
-        before = str(ULID.from_timestamp(cutoff.timestamp()))
-        for job in self._store.active(JobStatus.BLOCKED, created_before=before, limit=self._config.batch):
-            upstream = {ref.split("/", 1)[0] for ref in job.upstream.values()}
-            for ended in self._store.get_many(sorted(upstream)).values():
-                if ended.terminal:
-                    self._advancer.advance(ended)
-
-    def _sweep_running(self, now: datetime, report: SweepReport) -> None:
-        stale = epoch_ms(now - timedelta(seconds=self._config.lost_after_s))
-        for job in self._store.active(JobStatus.RUNNING, limit=self._config.batch):
-            if job.lease_until is None or job.lease_until >= stale:
-                continue
-            try:
-                # The worker that takes the message over retries the job, or fails it after its last attempt.
-                self._queue.send(job.job_id, job.tenant)
-                report.rescued.append(job.job_id)
-            except JobgateError as exc:
-                logger.warning("could not sweep job", job_id=job.job_id, error=exc.detail)
+        upstream = {ref.split("/", 1)[0] for ref in job.upstream.values()}
+        for ended in self._store.get_many(sorted(upstream)).values():
+            if ended.terminal:
+                self._advancer.advance(ended)

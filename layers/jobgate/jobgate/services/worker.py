@@ -19,17 +19,21 @@ from typing import Any
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
-from jobgate.errors import InvalidTransition, JobgateError, NotFound
+from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
 from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
+from jobgate.services.dispatch import dispatch
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, announce
 from jobgate.services.executor import ExecResult, execute
-from jobgate.services.jobs import archive_key, log_key, output_key
+from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key
+from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
 
+# Reads and conditional writes a claim (or a dead letter) tries while the job moves under it.
+_CLAIM_ROUNDS = 3
 # Time kept back from the Lambda deadline, when the command starts, to upload logs and outputs and
 # record the end.
 FINISH_MARGIN_S = 20.0
@@ -198,6 +202,7 @@ class WorkerService:
         self._config = config
         self._clock = clock
         self._parent_env = dict(parent_env if parent_env is not None else os.environ)
+        self._catalog = OutputCatalog(blobs)
 
     def handle(self, job_id: str, *, remaining_s: Callable[[], float]) -> Job | None:
         """Run the job if this delivery should; answer the job as it ended, or None when skipped.
@@ -235,39 +240,53 @@ class WorkerService:
                     entry.unlink(missing_ok=True)
 
     def _claim(self, job_id: str) -> Job | None:
+        """The job, claimed for this delivery; None when it must not run here (ended, held, cancelled)."""
         try:
             job = self._store.get(job_id)
         except NotFound:
             logger.warning("message for an unknown job dropped", job_id=job_id)
             return None
+        for _ in range(_CLAIM_ROUNDS):
+            try:
+                return self._claim_as_read(job)
+            except InvalidTransition:
+                job = self._store.get(job_id)  # it moved meanwhile (claimed, cancelled, ended): look again
+        logger.info("job claimed by another delivery", job_id=job_id)
+        return None
+
+    def _claim_as_read(self, job: Job) -> Job | None:
         now = self._clock()
         if job.terminal:
-            logger.info("duplicate delivery of a finished job", job_id=job_id, status=job.status.value)
+            logger.info("duplicate delivery of a finished job", job_id=job.job_id, status=job.status.value)
+            return None
+        live = job.lease_until is not None and job.lease_until >= epoch_ms(now)
+        if job.status == JobStatus.RUNNING and live:
+            logger.info("job already running under a live lease", job_id=job.job_id, attempt=job.attempts)
+            return None
+        if job.cancel_requested:
+            # Its cancel was asked, and the worker that should have killed it is gone (or it was
+            # re-queued meanwhile): end it cancelled; running it again would repeat what it did.
+            self._end(job, _cancelled(job, "Cancelled; its worker stopped before it could end the job."), now)
             return None
         if job.status == JobStatus.RUNNING:
-            if job.lease_until is not None and job.lease_until >= epoch_ms(now):
-                logger.info("job already running under a live lease", job_id=job_id, attempt=job.attempts)
-                return None
-            if job.attempts >= (job.max_attempts or self._config.max_attempts):
-                lost = self._store.fail_unfinished(
-                    job,
-                    error=JobError(
-                        type="worker_lost",
-                        message=f"The worker running attempt {job.attempts} stopped without finishing; "
-                        f"no attempts left (max {job.max_attempts or self._config.max_attempts}).",
-                    ),
-                    now=now,
+            most = job.max_attempts or self._config.max_attempts
+            if job.attempts >= most:
+                message = (
+                    f"The worker running attempt {job.attempts} stopped without finishing; "
+                    f"no attempts left (max {most})."
                 )
-                logger.error("job failed after its last attempt was lost", job_id=job_id)
-                announce(self._publisher, lost)
-                self._move_on(lost)
+                self._end(job, _failure("worker_lost", message, job), now)
+                logger.error("job failed after its last attempt was lost", job_id=job.job_id)
                 return None
-            logger.warning("taking over a job whose worker stopped", job_id=job_id, attempt=job.attempts)
-        try:
-            return self._store.claim(job, now=now, lease_until=now + timedelta(seconds=self._config.lease_s))
-        except InvalidTransition:
-            logger.info("job claimed by another delivery", job_id=job_id)
-            return None
+            logger.warning("taking over a job whose worker stopped", job_id=job.job_id, attempt=job.attempts)
+        return self._store.claim(job, now=now, lease_until=now + timedelta(seconds=self._config.lease_s))
+
+    def _end(self, job: Job, result: JobResult, now: datetime) -> Job:
+        """End a job nobody runs, if it is still as read; announce it and move its pipeline on."""
+        done = self._store.end_unfinished(job, result, now=now)
+        announce(self._publisher, done)
+        self._move_on(done)
+        return done
 
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
@@ -347,20 +366,28 @@ class WorkerService:
         return self._finish(a, result)
 
     def dead_letter(self, job_id: str, *, receive_count: int) -> Job | None:
-        """End as failed a job whose message was given up on; a finished job is left alone."""
+        """End as failed a job whose message was given up on, announced and its pipeline moved on.
+
+        A finished job, or one a worker runs under a live lease (the message was a duplicate), is
+        left alone.
+        """
         try:
             job = self._store.get(job_id)
         except NotFound:
             return None
-        if job.terminal:
-            return job
         message = f"Its message was moved to the dead-letter queue after {receive_count} deliveries."
-        try:
-            return self._store.fail_unfinished(
-                job, error=JobError(type="dead_letter", message=message), now=self._clock()
-            )
-        except InvalidTransition:
-            return self._store.get(job_id)
+        for _ in range(_CLAIM_ROUNDS):
+            now = self._clock()
+            if job.terminal or job.status == JobStatus.BLOCKED:
+                return job  # a blocked step waits for its upstream, whatever happened to a stray message
+            if job.status == JobStatus.RUNNING and (job.lease_until or 0) >= epoch_ms(now):
+                logger.warning("dead letter of a job running under a live lease; left to it", job_id=job_id)
+                return job
+            try:
+                return self._end(job, _failure("dead_letter", message, job), now)
+            except InvalidTransition:
+                job = self._store.get(job_id)
+        return job
 
     def _stage_inputs(
         self, job: Job, workdir: Path, lease: Lease, stage_by: float
@@ -401,9 +428,11 @@ class WorkerService:
             raise InputError(f"Input '{name}': the step it reads from no longer exists.")
         upstream = jobs[upstream_id]
         base = Path("inputs") / (upstream.step or upstream_id)
-        matches = [
-            o for o in upstream.outputs if not wanted or o.name == wanted or o.name.startswith(f"{wanted}/")
-        ]
+        try:
+            written = self._catalog.every(upstream)
+        except Gone as exc:
+            raise InputError(f"Input '{name}': the outputs of step '{upstream.step}' are gone.") from exc
+        matches = [o for o in written if not wanted or o.name == wanted or o.name.startswith(f"{wanted}/")]
         if not matches:
             raise InputError(f"Input '{name}': step '{upstream.step}' wrote no '{wanted or '*'}'.")
         for output in matches:
@@ -468,13 +497,17 @@ class WorkerService:
 
     def _finish(self, a: _Attempt, result: JobResult) -> Job:
         job, attempt, stream = a.job, a.attempt, a.stream
-        # The renewals stop first: the conditional write below is what decides, not the lease.
+        retry = self._retriable(job, attempt, result)
+        if not retry:
+            a.lease.check()
+            result = self._recorded(job, attempt, result)  # a manifest is written under the lease
+        # The renewals stop before the last write: the conditional write decides, not the lease.
         a.lease.stop()
         a.lease.check()
-        if self._retriable(job, attempt, result):
-            again = self._store.requeue(job, attempt=attempt)
+        if retry:
+            again = self._store.requeue(job, attempt=attempt, now=self._clock())
             assert self._queue is not None
-            self._queue.send(job.job_id, job.tenant, delay_s=min(60, 2**attempt))
+            dispatch(self._store, self._queue, again, self._clock, delay_s=min(60, 2**attempt))
             logger.info(
                 "job failed and will run again",
                 job_id=job.job_id,
@@ -488,6 +521,19 @@ class WorkerService:
         stream.status(done)
         self._move_on(done)
         return done
+
+    def _recorded(self, job: Job, attempt: int, result: JobResult) -> JobResult:
+        """The result as the job record keeps it: too many outputs go to a manifest, written first."""
+        recorded = self._catalog.record(
+            job.job_id, attempt, result.outputs, manifest_key=manifest_key(job.tenant, job.job_id, attempt)
+        )
+        return result.model_copy(
+            update={
+                "outputs": recorded.page,
+                "output_count": recorded.count,
+                "outputs_manifest": recorded.manifest,
+            }
+        )
 
     def _retriable(self, job: Job, attempt: int, result: JobResult) -> bool:
         """Only a non-zero exit the request asked to retry, while attempts are left."""
@@ -534,13 +580,24 @@ def _expected_outputs(job: Job, contract: CommandContract) -> int:
     return max(counts, default=0)
 
 
-def _failure(kind: str, message: str) -> JobResult:
+def _failure(kind: str, message: str, job: Job | None = None) -> JobResult:
+    """A failure; for a job that ran before, what its last attempt left on the record is kept."""
     return JobResult(
         status=JobStatus.FAILED,
-        exit_code=None,
-        stdout_tail="",
-        stderr_tail="",
+        exit_code=job.exit_code if job else None,
+        stdout_tail=job.stdout if job else "",
+        stderr_tail=job.stderr if job else "",
         error=JobError(type=kind, message=message),
+    )
+
+
+def _cancelled(job: Job, message: str) -> JobResult:
+    return JobResult(
+        status=JobStatus.CANCELLED,
+        exit_code=job.exit_code,
+        stdout_tail=job.stdout,
+        stderr_tail=job.stderr,
+        error=JobError(type="cancelled", message=message),
     )
 
 

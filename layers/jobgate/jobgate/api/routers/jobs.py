@@ -103,9 +103,21 @@ def get_logs(
     return PlainTextResponse(content.text or "", media_type="text/plain; charset=utf-8")
 
 
-@router.get("/{job_id}/outputs", response_model=OutputList, responses={404: _PROBLEMS[404]})
-def list_outputs(job_id: str, jobs: JobsDep, tenant: TenantDep) -> OutputList:
-    return OutputList(items=[o.model_dump() for o in jobs.outputs(tenant, job_id)])
+@router.get(
+    "/{job_id}/outputs",
+    response_model=OutputList,
+    responses={404: _PROBLEMS[404], 410: {"description": "Expired"}, 422: _PROBLEMS[422]},
+)
+def list_outputs(
+    job_id: str,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> OutputList:
+    """Every output the job wrote, a page at a time, each with a presigned download URL."""
+    page = jobs.outputs(tenant, job_id, limit=limit, cursor=cursor)
+    return OutputList(items=page.items, next_cursor=page.next_cursor)
 
 
 @router.get(
