@@ -106,7 +106,7 @@ def test_job_with_3000_outputs_succeeds_and_every_output_is_listed_found_and_sta
 
     found = client.call("GET", f"/v1/jobs/{ids['fetch']}/download", query={"name": last})
     assert found.status == 307, found.body
-    assert urlparse(found.headers["location"]).path.endswith(f"/{ids['fetch']}/{last}")
+    assert urlparse(found.headers["location"]).path.endswith(f"/{ids['fetch']}/a1/{last}")
     missing = client.call("GET", f"/v1/jobs/{ids['fetch']}/download", query={"name": "frames/9999.txt"})
     assert missing.status == 404
 
