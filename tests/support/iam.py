@@ -10,9 +10,11 @@ How the calls are found (the method the IAM test relies on):
    ``jobgate.api`` (FastAPI calls the routes and dependencies the app registers). From a reached
    function the walk follows every function, method, property or class that its body calls *or
    refers to* (a bound method handed to a constructor, as ``wiring.py`` does with callbacks, counts
-   as called). Methods resolve through the static type of their receiver, and also reach the
-   overrides in subclasses. A method called on a receiver mypy types as ``Any`` reaches every adapter
-   method of that name. Nothing is followed into code outside the project.
+   as called), and the top level of each module it reaches. Methods resolve through the static type
+   of their receiver, and also reach the overrides in subclasses. A method called on ``self.<name>``
+   that mypy types as ``Any`` (a dependency kept untyped) reaches every adapter method of that
+   name. Nothing is followed into code outside the project; a boto3 client that is not typed with
+   boto3-stubs is an error (and a test checks every client call in the adapters is seen typed).
 3. Each boto3 operation maps to the IAM actions it needs: ``<prefix>:<Operation>`` from botocore's
    service model, with the exceptions AWS documents (S3 reads, multipart and presigned requests;
    DynamoDB transactions authorised per item; the @connections API under execute-api).
@@ -290,11 +292,10 @@ def _walk_classes(defs: Iterable[Node]) -> Iterator[ClassDef]:
 
 @dataclass
 class Reach:
-    """What one function's code reaches: functions walked, AWS calls found, receivers typed Any."""
+    """What one function's code reaches: the functions walked and the AWS calls found."""
 
     functions: set[str] = field(default_factory=set)
     calls: set[AwsCall] = field(default_factory=set)
-    untyped: set[str] = field(default_factory=set)
 
 
 # Attributes of mypy's nodes that refer to other definitions rather than hold syntax.
@@ -461,11 +462,8 @@ class _Walker:
                 for node in self.program.overrides(info, o.name):
                     self._add(node)
         if _is_dependency(o.expr) and isinstance(get_proper_type(receiver), AnyType):
-            methods = list(self.program.adapter_methods(o.name))
-            if methods:
-                self.reach.untyped.add(f"{self._module}:{o.line} .{o.name}")
-                for node in methods:
-                    self._add(node)
+            for node in self.program.adapter_methods(o.name):
+                self._add(node)
 
     def _aws_call(self, service: str, o: MemberExpr, call: CallExpr | None) -> None:
         if o.name in _LOCAL_CLIENT_METHODS:

@@ -128,6 +128,18 @@ def missing_grants(template: Template, function: str) -> list[str]:
 
 
 def test_every_role_grants_every_action_its_code_calls(template: Template) -> None:
+    """Each function's role allows every (action, resource) its code can call.
+
+    The calls come from the code, not from a list (tests/support/iam.py says how): mypy types the
+    project; a call on a boto3-stubs client type is an AWS call; a call graph walked from the
+    function's handler module (for the API, also every route and dependency of jobgate.api) through
+    the statically typed receivers of calls and method references finds the adapter calls the
+    function can reach, and only those. Operations map to IAM actions through botocore's service
+    model and AWS's documented exceptions; resources are the table, queue, bucket and WebSocket API
+    the function's environment names. The role's statements come from the translated template (SAM's
+    policy templates expanded), matched with IAM's wildcards; a statement with a condition does not
+    count.
+    """
     functions = function_dirs(template)
     assert set(functions) == {
         "ApiFunction",
