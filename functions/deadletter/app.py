@@ -12,6 +12,7 @@ from jobgate.observability import logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker
+from pydantic import ValidationError
 
 # The worker service without command sets: it only ends jobs, announces them and moves pipelines on.
 _worker = build_worker(load_settings(), Registry([]))
@@ -19,8 +20,19 @@ _worker = build_worker(load_settings(), Registry([]))
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+def job_message(record: SQSRecord) -> JobMessage:
+    """The record's job message. A malformed one is logged, with why, then fails: the batch
+    processor reports it as a failure without saying which record or why."""
+    try:
+        return JobMessage.model_validate_json(record.body)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        logger.error("malformed job message", message_id=record.message_id, reason=reason)
+        raise
+
+
 def record_handler(record: SQSRecord) -> None:
-    message = JobMessage.model_validate_json(record.body)
+    message = job_message(record)
     receives = int(record.attributes.approximate_receive_count or 0)
     job = _worker.dead_letter(message.job_id, receive_count=receives)
     logger.warning("dead-lettered job", job_id=message.job_id, status=job.status.value if job else None)

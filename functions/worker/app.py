@@ -12,6 +12,7 @@ from jobgate.observability import logger, metrics
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker
+from pydantic import ValidationError
 
 # Imported and warmed once per container: each job then forks from a warm parent.
 _settings = load_settings()
@@ -24,8 +25,19 @@ _worker.prepare()
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+def job_message(record: SQSRecord) -> JobMessage:
+    """The record's job message. A malformed one is logged, with why, then fails: the batch
+    processor reports it as a failure without saying which record or why."""
+    try:
+        return JobMessage.model_validate_json(record.body)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        logger.error("malformed job message", message_id=record.message_id, reason=reason)
+        raise
+
+
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    message = JobMessage.model_validate_json(record.body)
+    message = job_message(record)
     logger.append_keys(job_id=message.job_id)
     job = _worker.handle(
         message.job_id, remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000
