@@ -194,9 +194,10 @@ def test_the_worker_is_seen_sending_to_the_queue(template: Template) -> None:
 
 
 def test_what_a_handler_does_not_call_is_not_needed() -> None:
-    """The dead-letter handler builds a whole worker service but calls only dead_letter: no S3, no SQS."""
+    """The dead-letter handler builds a whole worker service but calls only dead_letter (which
+    announces the end and moves a pipeline on): no S3."""
     services = {call.service for call in iam.reach_of("deadletter").calls}
-    assert services == {"dynamodb"}
+    assert services == {"dynamodb", "sqs", "apigatewaymanagementapi"}
     assert {call.service for call in iam.reach_of("assets").calls} == {"dynamodb", "s3"}
 
 
