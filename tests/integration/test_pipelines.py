@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,7 +99,8 @@ def test_a_video_step_on_a_worker_without_ffmpeg_fails_instead_of_succeeding_emp
 ) -> None:
     # zyra's compose-video prints "ffmpeg/ffprobe not available; skipping" and exits 0 when it finds no
     # ffmpeg: the job must not end `succeeded` with nothing to show.
-    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # the command finds no program at all
     client.worker = load_handler("worker")  # a cold start whose commands see that PATH
     created = client.call("POST", "/v1/pipelines", body=chain(frames_assets(make_asset, tmp_path)))
     assert created.status == 201, created.body

@@ -51,7 +51,9 @@ def public_job(job: Job) -> dict[str, Any]:
         "enqueued_at",
         "outputs_manifest",
     }
-    return job.model_dump(mode="json", exclude=hidden)
+    view = job.model_dump(mode="json", exclude=hidden)
+    view["output_count"] = job.total_outputs  # as the API's JobView answers it: never null
+    return view
 
 
 class Publisher:
