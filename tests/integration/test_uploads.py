@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,12 @@ import xarray as xr
 from ulid import ULID
 
 from tests.integration.conftest import Client
-from tests.support.aws import Resources, create_resources
+from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler
 
 pytestmark = pytest.mark.zyra
 
 FLAGS = {"no_coastline": True, "no_borders": True, "no_gridlines": True}
-
-
-@pytest.fixture
-def resources(http_aws: str) -> Iterator[Resources]:
-    yield create_resources(suffix=str(ULID()).lower())
 
 
 def upload(client: Client, path: Path, media_type: str, size: int | None = None) -> dict[str, Any]:
