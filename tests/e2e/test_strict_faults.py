@@ -59,8 +59,7 @@ def _bash(script: str, folder: Path, dev: DevProcess) -> subprocess.CompletedPro
 
 
 def _injected(dev: DevProcess) -> int:
-    state = httpx.get(f"{dev.aws_endpoint_url}/_jobgate/faults").json()
-    return sum(state["injected"].values())
+    return sum(dev.faults()["injected"].values())
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README's session uses curl")

@@ -1,16 +1,21 @@
-"""Lambda's limits on SQS event sources, as the local poller plays them: batches never over the 6 MB
-payload limit, and no event source whose queue hides a message for less than the function may run."""
+"""Lambda's limits as the local stack plays them: SQS batches never over the 6 MB payload limit, no event
+source whose queue hides a message for less than the function may run, and no synchronous invoke over
+6 MB through the HTTP gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from jobgate_local.functions import MAX_SYNC_PAYLOAD_BYTES, InvokeResult
+from jobgate_local.functions import MAX_SYNC_PAYLOAD_BYTES, FunctionConfig, FunctionPool, InvokeResult
+from jobgate_local.gateway_http import HttpGatewayApp
 from jobgate_local.poller import SqsPoller, check_visibility_timeout
 from jobgate_local.procs import StartupError
-from jobgate_local.template import SqsEventSource
+from jobgate_local.template import HttpRoute, SqsEventSource
 
 SOURCE = SqsEventSource(
     logical_id="WorkerJobs",
@@ -78,3 +83,30 @@ def test_a_visibility_timeout_under_the_function_timeout_is_refused_with_lambdas
         "Function timeout: 60 seconds"
     )
     check_visibility_timeout(SOURCE, 60, 60.0)
+
+
+def test_a_body_under_api_gateways_10_mb_but_over_lambdas_6_mb_is_a_413(tmp_path: Path) -> None:
+    """The HTTP gateway takes 7 MB; the function's synchronous invoke cannot (Lambda's 6 MB)."""
+    config = FunctionConfig(
+        logical_id="ApiFunction", function_name="api", code_dir=tmp_path, handler="app.handler"
+    )
+    pool = FunctionPool(config, 1)  # never started: the limit is checked before a sandbox is taken
+
+    async def invoke(function: str, event: Any, timeout: float) -> InvokeResult:
+        return pool.invoke(event, acquire_timeout=0.1)
+
+    route = HttpRoute(
+        api="HttpApi", route_key="ANY /{proxy+}", method="ANY", path="/{proxy+}", function="ApiFunction"
+    )
+    app = HttpGatewayApp([route], invoke)
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+            return await http.post(
+                "/v1/uploads", content=b"x" * (7 * 1024 * 1024), headers={"content-type": "text/plain"}
+            )
+
+    response = asyncio.run(post())
+    assert response.status_code == 413
+    assert response.json() == {"message": "Request Entity Too Large"}
