@@ -6,9 +6,11 @@ do."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
+import botocore.endpoint
 import httpx
 import pytest
 from botocore.config import Config
@@ -126,9 +128,13 @@ def test_presigned_requests_of_end_users_get_no_faults_unless_asked(
     assert httpx.get(url).status_code == 503
 
 
-def test_the_api_rides_out_throttling_with_its_retries(stack_env: Resources, aws_faults: StrictAws) -> None:
+def test_the_api_rides_out_throttling_with_its_retries(
+    stack_env: Resources, aws_faults: StrictAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoffs: list[float] = []  # botocore's back-off sleeps, recorded rather than slept
+    monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=backoffs.append))
     api = load_handler("api")
     aws_faults.faults(rate=0.2, kinds=["throttle"], seed=7)  # four throttles in a row are rare
     answers = [call_api(api, "GET", "/v1/jobs", headers={"X-API-Key": API_KEY}).status for _ in range(10)]
     assert answers == [200] * 10
-    assert aws_faults.fault_state()["injected"]["throttle"] >= 2
+    assert aws_faults.fault_state()["injected"]["throttle"] == len(backoffs) >= 2
