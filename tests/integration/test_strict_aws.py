@@ -364,6 +364,16 @@ def test_a_presigned_post_breaking_its_policy_is_refused_as_s3_refuses_it(
     assert objects == []
 
 
+def test_a_browsers_cors_preflight_needs_no_signature(aws: StrictAws, resources: Resources) -> None:
+    preflight = httpx.options(
+        f"{aws.endpoint_url}/{resources.bucket_name}",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 200
+    unsigned = httpx.post(f"{aws.endpoint_url}/{resources.bucket_name}", data={"key": "uploads/x"})
+    assert _code(unsigned) == (403, "AccessDenied")
+
+
 def test_an_expired_presigned_post_and_url_are_refused(aws: StrictAws, resources: Resources) -> None:
     post = _ticket(aws, resources, expires_s=1)
     boto3.client("s3").put_object(Bucket=resources.bucket_name, Key="results/x.txt", Body=b"x")

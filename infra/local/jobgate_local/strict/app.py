@@ -99,7 +99,12 @@ class StrictLayer:
         path = str(environ.get("PATH_INFO", ""))
         if path.startswith(_ADMIN_PREFIX):
             return self._admin(environ, start_response)
-        if path.startswith("/moto-api") or path == "/favicon.ico":
+        # CORS preflights carry no credentials, on AWS too: S3 answers them from the bucket's CORS rules.
+        if (
+            path.startswith("/moto-api")
+            or path == "/favicon.ico"
+            or environ.get("REQUEST_METHOD") == "OPTIONS"
+        ):
             return self._app(environ, start_response)
         request = StrictRequest.read(environ)
         try:
