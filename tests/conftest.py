@@ -1,4 +1,5 @@
-"""Fixtures for every suite: AWS in-process (moto), small data files made by the tests."""
+"""Fixtures for every suite: the local AWS (the strict moto server, as `jobgate dev` runs it), small data
+files made by the tests."""
 
 from __future__ import annotations
 
@@ -8,37 +9,58 @@ from pathlib import Path
 import numpy as np
 import pytest
 from jobgate.adapters import aws as aws_clients
-from moto import mock_aws
 
+from tests.support import strict
 from tests.support.aws import Resources, create_resources
+from tests.support.strict import StrictAws, start_strict_aws
 
 FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
+    **strict.ADMIN,
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+# The names create_resources() gives the template's resources; the functions' roles are made for them.
+TEST_RESOURCES = {
+    "JobsTable": "jobs-test",
+    "JobsQueue": "jobs-test",
+    "JobsDeadLetterQueue": "jobs-dlq-test",
+    "DataBucket": "jobgate-data-test",
+}
+
+
+@pytest.fixture(scope="session")
+def strict_aws() -> Iterator[StrictAws]:
+    """The strict local AWS for the whole session, with every function's role from template.yaml."""
+    yield from start_strict_aws(TEST_RESOURCES)
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """An in-process moto for one test; our cached clients are rebuilt inside it."""
+def aws(strict_aws: StrictAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[StrictAws]:
+    """An empty local AWS for one test. The test's own calls sign as the admin identity; handlers loaded
+    with tests.support.lambdas.load_handler call as their functions' roles."""
+    strict_aws.reset()
     for key, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", strict_aws.endpoint_url)
     # A worker empties its work folder at cold start: each test's workers have their own.
     monkeypatch.setenv("JOBGATE_WORK_ROOT", str(tmp_path / "jobgate-work"))
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    aws_clients.reset_clients()
-    with mock_aws():
-        yield
-    aws_clients.reset_clients()
+    monkeypatch.setattr(aws_clients, "_session", strict.switching_session)
+    strict.use(strict_aws)
+    yield strict_aws
+    strict.use(None)
 
 
 @pytest.fixture
-def resources(aws: None) -> Resources:
+def resources(aws: StrictAws) -> Resources:
     return create_resources()
+
+
+@pytest.fixture
+def aws_faults(aws: StrictAws) -> Iterator[StrictAws]:
+    """Fault injection for this test: call ``aws_faults.faults(rate=..., kinds=[...])``; off afterwards."""
+    yield aws
+    aws.faults(rate=0.0)
 
 
 @pytest.fixture
@@ -50,51 +72,7 @@ def npy_file(tmp_path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto in server mode, in its own process, for tests that need real HTTP (presigned URLs)."""
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
 @pytest.fixture
-def http_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """AWS calls of this test go to the moto server over real HTTP."""
-    for key, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    aws_clients.reset_clients()
-    yield moto_endpoint
-    aws_clients.reset_clients()
+def http_aws(aws: StrictAws) -> str:
+    """The local AWS's endpoint, for tests that need real HTTP (presigned URLs)."""
+    return aws.endpoint_url

@@ -1,4 +1,5 @@
-"""The functions' real handlers against an in-process moto, driven with API Gateway and SQS events."""
+"""The functions' real handlers, each as its role, on the strict local AWS, driven with API Gateway and SQS
+events."""
 
 from __future__ import annotations
 

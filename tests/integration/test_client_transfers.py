@@ -19,9 +19,9 @@ from jobgate.client import AsyncClient, Client, UploadFailed
 from jobgate.commandsets.manifest import load_manifest_registry
 from jobgate.settings import Settings
 from jobgate.wiring import ApiServices
-from ulid import ULID
 
 from tests.support.aws import create_resources
+from tests.support.strict import StrictAws, as_function
 
 KEY = "client-transfer-test-key-0123456789"
 MiB = 1024 * 1024
@@ -34,9 +34,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def api_url(http_aws: str) -> Iterator[str]:
-    """The API app on a loopback port, on moto's S3 and DynamoDB; files over 1 MiB go multipart."""
-    resources = create_resources(suffix=str(ULID()).lower())
+def api_url(aws: StrictAws) -> Iterator[str]:
+    """The API app on a loopback port, on the local S3 and DynamoDB as ApiFunction's role; files over
+    1 MiB go multipart."""
+    resources = create_resources()
     settings = Settings(
         table_name=resources.table_name,
         queue_url=resources.queue_url,
@@ -46,17 +47,18 @@ def api_url(http_aws: str) -> Iterator[str]:
         upload_max_bytes=MiB,
         multipart_part_bytes=5 * MiB,
     )
-    app = create_app(ApiServices(settings, load_manifest_registry()))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    with as_function("api"):  # every AWS call of the test, the served API's included, is ApiFunction's
+        app = create_app(ApiServices(settings, load_manifest_registry()))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.config.port}"
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_a_small_file_goes_up_by_presigned_post_and_comes_back_identical(

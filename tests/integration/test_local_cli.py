@@ -41,7 +41,7 @@ Resources:
   Queue:
     Type: AWS::SQS::Queue
     Properties:
-      VisibilityTimeout: 2
+      VisibilityTimeout: 10
       RedrivePolicy: {deadLetterTargetArn: !GetAtt DeadLetters.Arn, maxReceiveCount: 2}
   Api:
     Type: AWS::Serverless::HttpApi
@@ -54,6 +54,8 @@ Resources:
       Environment:
         Variables:
           API_KEY: !Ref ApiKey
+      Policies:
+        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}
       Events:
         All:
           Type: HttpApi
@@ -66,6 +68,8 @@ Resources:
     Properties:
       PackageType: Image
       Timeout: 10
+      Policies:
+        - DynamoDBCrudPolicy: {TableName: !Ref Table}
       Events:
         Jobs:
           Type: SQS
@@ -186,6 +190,27 @@ def test_a_port_in_use_is_one_clear_line_and_exit_status_1(small_template: Path,
         "choose another with --port or JOBGATE_HTTP_PORT"
     ]
     assert result.stdout == ""
+    assert not state.exists()
+
+
+def test_a_queue_hiding_messages_for_less_than_its_function_runs_is_refused_as_lambda_does(
+    small_template: Path, tmp_path: Path
+) -> None:
+    text = small_template.read_text()
+    small_template.write_text(text.replace("VisibilityTimeout: 10", "VisibilityTimeout: 4"))
+    state = tmp_path / "state.json"
+    command = [*jobgate_command(), "dev", "--template", str(small_template), "--port", str(free_port())]
+    result = subprocess.run(
+        [*command, "--ws-port", str(free_port()), "--state-file", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert (
+        "WorkerJobs: InvalidParameterValueException: Queue visibility timeout: 4 seconds is less than "
+        "Function timeout: 10 seconds"
+    ) in result.stderr
     assert not state.exists()
 
 

@@ -91,6 +91,12 @@ Resources:
       Environment:
         Variables:
           API_KEY: !Ref ApiKey
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [execute-api:ManageConnections]
+              Resource: !Sub "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:\
+${Sockets}/${StageName}/*/@connections/*"
 """
 
 API_HANDLER = dedent(

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,12 @@ import xarray as xr
 from ulid import ULID
 
 from tests.integration.conftest import Client
-from tests.support.aws import Resources, create_resources
+from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler
 
 pytestmark = pytest.mark.zyra
 
 FLAGS = {"no_coastline": True, "no_borders": True, "no_gridlines": True}
-
-
-@pytest.fixture
-def resources(http_aws: str) -> Iterator[Resources]:
-    yield create_resources(suffix=str(ULID()).lower())
 
 
 def upload(client: Client, path: Path, media_type: str, size: int | None = None) -> dict[str, Any]:
@@ -164,7 +158,21 @@ def test_multi_output_heatmap_frames(client: Client, tmp_path: Path) -> None:
 def test_declared_size_mismatch_marks_the_asset_failed(
     client: Client, tmp_path: Path, npy_file: Path
 ) -> None:
-    ticket = upload(client, npy_file, "application/x-npy", size=npy_file.stat().st_size + 10)
+    declared = npy_file.stat().st_size + 10
+    ticket = client.call(
+        "POST",
+        "/v1/uploads",
+        body={"filename": npy_file.name, "media_type": "application/x-npy", "size": declared},
+    ).json()
+    post = ticket["upload"]
+    sent = httpx.post(
+        post["url"], data=post["fields"], files={"file": (npy_file.name, npy_file.read_bytes())}
+    )
+    assert sent.status_code == 400 and "EntityTooSmall" in sent.text  # S3 holds the upload to its policy
+    # An object that got there some other way (written outside the presigned POST) is still caught.
+    boto3.client("s3").put_object(
+        Bucket=client.resources.bucket_name, Key=post["fields"]["key"], Body=npy_file.read_bytes()
+    )
     asset = client.call("GET", f"/v1/assets/{ticket['asset_id']}").json()
     assert asset["status"] == "FAILED"
     assert "declared" in asset["reason"] and "bytes" in asset["reason"]

@@ -29,8 +29,10 @@ RELIABILITY_API_KEY = "reliability-test-key-0123456789abcdef"
 # The worker's lease is 30 s (JOBGATE_LEASE_S's default; the template does not change it). A message
 # must come back only after a dead worker's lease has run out: a redelivery that finds the lease still
 # live is acknowledged and dropped, and the local stack does not run the sweeper's schedule that would
-# re-send it. 40 s leaves 10 s between the receive and the kill in test_worker_killed_mid_job_*.
-VISIBILITY_TIMEOUT_S = 40
+# re-send it. Lambda refuses an SQS event source whose queue's visibility timeout is below the
+# function's timeout (as the local stack does), so it is the worker's timeout: 60 s leaves 30 s between
+# the receive and the kill in test_worker_killed_mid_job_*.
+VISIBILITY_TIMEOUT_S = 60
 WORKER_TIMEOUT_S = 60  # jobs may then ask for timeout_s up to 30 s
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 PARTIAL_CHUNK = 9000  # past stdio's 8 KiB buffer, so zyra's output file gets it at once

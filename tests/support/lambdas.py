@@ -1,8 +1,13 @@
-"""Load a function's handler as Lambda does, and drive it with API Gateway and SQS events."""
+"""Load a function's handler as Lambda does, and drive it with API Gateway and SQS events.
+
+A loaded handler calls AWS as its function's role (tests.support.strict): its cold start and every
+invocation sign with the role's credentials, as on Lambda, so a call its role does not allow fails here.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import json
 import sys
@@ -16,6 +21,8 @@ from urllib.parse import urlencode
 
 import boto3
 from jobgate.settings import load_settings
+
+from tests.support.strict import as_function
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +49,8 @@ class FakeContext:
 
 
 def load_handler(function: str) -> ModuleType:
-    """Import functions/<function>/app.py afresh (a cold start), with settings read anew."""
+    """Import functions/<function>/app.py afresh (a cold start), with settings read anew; its ``handler``
+    runs as the function's role."""
     load_settings.cache_clear()
     name = f"_jobgate_fn_{function}"
     sys.modules.pop(name, None)
@@ -50,7 +58,16 @@ def load_handler(function: str) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    with as_function(function):
+        spec.loader.exec_module(module)
+    handler = module.handler
+
+    @functools.wraps(handler)
+    def invoke_as_function(event: Any, context: Any) -> Any:
+        with as_function(function):
+            return handler(event, context)
+
+    module.handler = invoke_as_function
     return module
 
 

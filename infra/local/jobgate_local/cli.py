@@ -17,6 +17,7 @@ from .logs import setup_logging
 from .poller import SqsEventSources
 from .schedules import ScheduleSources
 from .stack import DevOptions, DevStack, serve
+from .strict import KINDS, FaultSettings
 
 
 def _env_port(name: str, default: int) -> int:
@@ -33,6 +34,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
     return value
+
+
+def _rate(text: str) -> float:
+    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (or a percentage), got {text}")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault kinds {', '.join(unknown)}; choose from {', '.join(KINDS)}"
+        )
+    return kinds
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -94,6 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(".jobgate/dev.json"),
         help="where the URLs, API key and resource names are written for tools (.jobgate/dev.json)",
     )
+    faults = dev.add_argument_group(
+        "fault injection",
+        "make a fraction of the functions' AWS calls fail as AWS calls fail (throttling, 500s, connections "
+        "reset before or after the call is applied, answers held past the client's read timeout, slow S3 "
+        "transfers); also settable at run time: POST <AWS endpoint>/_jobgate/faults",
+    )
+    faults.add_argument(
+        "--faults", type=_rate, default=0.0, metavar="RATE", help="fraction of calls that fail (0.05 or 5%%)"
+    )
+    faults.add_argument(
+        "--faults-kinds", type=_kinds, default=KINDS, metavar="K,K", help=f"which faults ({','.join(KINDS)})"
+    )
+    faults.add_argument(
+        "--faults-seed", type=int, metavar="N", help="seed the choice of calls, for reproducible runs"
+    )
+    faults.add_argument(
+        "--faults-slow-s3",
+        type=_positive,
+        default=256 * 1024,
+        metavar="BYTES",
+        help="bytes/s of a slowed S3 transfer",
+    )
+    faults.add_argument(
+        "--faults-stall",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest an answer is held (timeout)",
+    )
     dev.add_argument("--log-file", type=Path, help="write logs and function output there instead of stderr")
     dev.add_argument("-v", "--verbose", action="store_true", help="log every invoke")
     dev.set_defaults(run=run_dev)
@@ -119,6 +166,18 @@ def dev_parameters(args: argparse.Namespace) -> dict[str, str]:
     return parameters
 
 
+def fault_settings(args: argparse.Namespace) -> FaultSettings | None:
+    if not args.faults:
+        return None
+    return FaultSettings(
+        rate=args.faults,
+        kinds=args.faults_kinds,
+        seed=args.faults_seed,
+        slow_bytes_per_s=args.faults_slow_s3,
+        stall_s=args.faults_stall,
+    )
+
+
 def run_dev(args: argparse.Namespace) -> int:
     if not args.template.is_file():
         sys.stderr.write(
@@ -135,6 +194,7 @@ def run_dev(args: argparse.Namespace) -> int:
             parameters=dev_parameters(args),
             api_key=os.environ.get("JOBGATE_DEV_API_KEY") or secrets.token_urlsafe(24),
             state_file=args.state_file,
+            faults=fault_settings(args),
         )
         return asyncio.run(serve(DevStack(options, dev_components(args))))
     finally:

@@ -22,15 +22,16 @@ import re
 import secrets
 import socket
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl
 
 from .components import RunningStack
-from .functions import InvokeResult, NoCapacityError, PoolClosedError
+from .functions import ACCOUNT_ID, REGION, InvokeResult, NoCapacityError, PoolClosedError
 from .gateway_http import AsgiServer, Invoker, Receive, Scope, Send, pool_invoker
 from .procs import reserve_port
 from .template import Template, WebSocketApi, websocket_apis
@@ -288,6 +289,57 @@ class _Answer:
 _GONE = _Answer(410, error_type="GoneException")
 
 
+@dataclass(frozen=True)
+class SignedCall:
+    """A call to the ``@connections`` API, as received, for the caller's signature and IAM to be checked."""
+
+    method: str
+    raw_path: str
+    query: str
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+    connection_id: str
+
+
+# Checks a call's signature and the caller's execute-api:ManageConnections; the refusal, or None.
+Authorizer = Callable[[SignedCall], Awaitable[_Answer | None]]
+
+
+def strict_authorizer(endpoint_url: str, api_id: str, stage: str) -> Authorizer:
+    """Ask the local AWS's strict layer (one IAM evaluator for every service) whether the caller may."""
+
+    def ask(call: SignedCall) -> _Answer | None:
+        resource = (
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{api_id}/{stage or '$default'}/"
+            f"{call.method}/@connections/{call.connection_id}"
+        )
+        document = {
+            "method": call.method,
+            "path": call.raw_path,
+            "query": call.query,
+            "headers": [list(pair) for pair in call.headers],
+            "body": base64.b64encode(call.body).decode(),
+            "action": "execute-api:ManageConnections",
+            "resource": resource,
+        }
+        request = urllib.request.Request(
+            f"{endpoint_url}/_jobgate/authorize",
+            data=json.dumps(document).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        if answer["allowed"]:
+            return None
+        return _Answer(int(answer["status"]), _json(answer["body"]), str(answer["code"]))
+
+    async def authorize(call: SignedCall) -> _Answer | None:
+        return await asyncio.to_thread(ask, call)
+
+    return authorize
+
+
 class WebSocketGatewayApp:
     """ASGI app: WebSocket clients on ``/<stage>``, the management API on ``/<stage>/@connections/{id}``."""
 
@@ -301,9 +353,11 @@ class WebSocketGatewayApp:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_connection_s: float = MAX_CONNECTION_S,
         clock: Callable[[], float] = time.time,
+        authorize: Authorizer | None = None,
     ) -> None:
         self.api = api
         self._invoke = invoke
+        self._authorize = authorize
         self.events = EventFactory(api_id, api.stage, clock)
         self._integration_timeout_s = integration_timeout_s
         self._idle_timeout_s = idle_timeout_s
@@ -467,22 +521,41 @@ class WebSocketGatewayApp:
         await send({"type": "http.response.body", "body": answer.body})
         logger.debug("@connections %s %s %s", scope["method"], scope["path"], answer.status)
 
+    async def _admit(
+        self, scope: Scope, receive: Receive, connection_id: str
+    ) -> tuple[_Answer | None, bytes]:
+        """The caller's signature and permission, and the body; a refusal, as API Gateway answers it."""
+        header_list = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(header_list)
+        signed = headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 ") or (
+            b"X-Amz-Signature=" in scope.get("query_string", b"")
+        )
+        if not signed:  # a request with no signature at all is refused, as on AWS
+            return _Answer(403, _json({"message": "Missing Authentication Token"}), "ForbiddenException"), b""
+        data = b""
+        if scope["method"] == "POST":
+            body = await _read_body(receive, MAX_MESSAGE_BYTES)
+            if body is None:
+                return _Answer(413, _json({"message": "Message too long"}), "PayloadTooLargeException"), b""
+            data = body
+        if self._authorize is not None:
+            raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+            query = scope.get("query_string", b"").decode("latin-1")
+            call = SignedCall(scope["method"], raw_path, query, header_list, data, connection_id)
+            return await self._authorize(call), data
+        return None, data
+
     async def _manage(self, scope: Scope, receive: Receive) -> _Answer:
         match = self._connections_path.match(scope["path"])
         if match is None:
             return _Answer(403, _json({"message": "Forbidden"}), "ForbiddenException")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        signed = headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 ") or (
-            b"X-Amz-Signature=" in scope.get("query_string", b"")
-        )
-        if not signed:  # any SigV4 signature is good locally; none at all is refused, as on AWS
-            return _Answer(403, _json({"message": "Missing Authentication Token"}), "ForbiddenException")
-        conn = self.connections.get(match.group(1))
+        connection_id = match.group(1)
+        refused, data = await self._admit(scope, receive, connection_id)
+        if refused is not None:
+            return refused
         method = scope["method"]
+        conn = self.connections.get(connection_id)
         if method == "POST":
-            data = await _read_body(receive, MAX_MESSAGE_BYTES)
-            if data is None:
-                return _Answer(413, _json({"message": "Message too long"}), "PayloadTooLargeException")
             if conn is None:
                 return _GONE
             try:
@@ -674,6 +747,7 @@ class WebSocketGatewayComponent:
             integration_timeout_s=self._integration_timeout_s,
             idle_timeout_s=self._idle_timeout_s,
             max_connection_s=self._max_connection_s,
+            authorize=strict_authorizer(stack.endpoint_url, self._api_id, self._api.stage),
         )
         self._server = WebSocketGateway(self.app, self._sock)
         await self._server.start()

@@ -2,10 +2,14 @@
 
 ``python -m jobgate_local.moto_server <fd>`` serves the already listening socket ``fd``, so the port is
 known (and checked) before the process starts, and port 0 needs no hand-back of the chosen port.
+moto's application is wrapped in the strict layer (:mod:`jobgate_local.strict`), which refuses what AWS
+refuses; ``JOBGATE_LOCAL_FAULTS`` (JSON, see :class:`~jobgate_local.strict.FaultSettings`) turns fault
+injection on from the start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -18,19 +22,30 @@ import urllib.request
 
 from .logs import OutputPump, function_logger
 from .procs import StartupError, terminate_tree
+from .strict import FaultSettings, StrictLayer
 
 logger = logging.getLogger(__name__)
+
+FAULTS_VARIABLE = "JOBGATE_LOCAL_FAULTS"
 
 
 class MotoServer:
     """The moto process, seen from the stack."""
 
-    def __init__(self, sock: socket.socket, *, python: str = sys.executable) -> None:
+    def __init__(
+        self, sock: socket.socket, *, python: str = sys.executable, faults: FaultSettings | None = None
+    ) -> None:
         host, port = sock.getsockname()[:2]
         # Bound to every interface, moto is still reached (and presigned URLs point) through loopback.
         shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
         self.endpoint_url = f"http://{shown}:{port}"
-        env = dict(os.environ, MOTO_PORT=str(port), PYTHONUNBUFFERED="1")
+        # AWS's managed policies (AWSLambdaSQSQueueExecutionRole...) are attached to the functions' roles.
+        env = dict(
+            os.environ, MOTO_PORT=str(port), PYTHONUNBUFFERED="1", MOTO_IAM_LOAD_MANAGED_POLICIES="true"
+        )
+        env.pop(FAULTS_VARIABLE, None)
+        if faults is not None:
+            env[FAULTS_VARIABLE] = json.dumps(faults.to_json())
         self._proc = subprocess.Popen(
             [python, "-m", "jobgate_local.moto_server", str(sock.fileno())],
             env=env,
@@ -97,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     # werkzeug logs every request; the console wants only moto's warnings.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("jobgate_local.strict").setLevel(logging.INFO)
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     sock = socket.socket(fileno=fd)
     host, port = sock.getsockname()[:2]
     sock.detach()
-    app = DomainDispatcherApplication(create_backend_app)
+    faults = os.environ.get(FAULTS_VARIABLE)
+    settings = FaultSettings.from_json(json.loads(faults)) if faults else None
+    app = StrictLayer(DomainDispatcherApplication(create_backend_app), faults=settings)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=fd)
     server.serve_forever()
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import threading
 import time
@@ -19,7 +20,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .components import RunningStack
-from .functions import REGION, FunctionPool, InvokeResult, PoolClosedError
+from .functions import MAX_SYNC_PAYLOAD_BYTES, REGION, FunctionPool, InvokeResult, PoolClosedError
+from .procs import StartupError
 from .provision import aws_client
 from .template import SqsEventSource, Template, sqs_event_sources
 
@@ -167,6 +169,17 @@ class SqsPoller:
         return messages
 
     def _process(self, sqs: Any, messages: Sequence[Mapping[str, Any]]) -> None:
+        # Lambda never hands a function a batch over its 6 MB payload limit: what does not fit goes
+        # in the next batch.
+        fitting = len(messages)
+        while (
+            fitting > 1 and _payload_bytes(messages[:fitting], self.source.queue_arn) > MAX_SYNC_PAYLOAD_BYTES
+        ):
+            fitting -= 1
+        if fitting < len(messages):
+            self._process(sqs, messages[:fitting])
+            self._process(sqs, messages[fitting:])
+            return
         event = build_sqs_event(messages, self.source.queue_arn)
         result = self._pool.invoke(event)
         if self._stop.is_set() and not result.ok:
@@ -197,6 +210,24 @@ class SqsPoller:
             logger.info(
                 "%s: %d of %d messages reported as failed", self.source.function, len(failed), len(messages)
             )
+
+
+def _payload_bytes(messages: Sequence[Mapping[str, Any]], queue_arn: str) -> int:
+    return len(json.dumps(build_sqs_event(messages, queue_arn)).encode())
+
+
+def check_visibility_timeout(
+    source: SqsEventSource, visibility_timeout_s: int, function_timeout_s: float
+) -> None:
+    """Lambda refuses an SQS event source whose queue hides a message for less than the function may run."""
+    if visibility_timeout_s < function_timeout_s:
+        timeout = (
+            int(function_timeout_s) if function_timeout_s == int(function_timeout_s) else function_timeout_s
+        )
+        raise StartupError(
+            f"{source.logical_id}: InvalidParameterValueException: Queue visibility timeout: "
+            f"{visibility_timeout_s} seconds is less than Function timeout: {timeout} seconds"
+        )
 
 
 class SqsEventSources:
@@ -232,6 +263,13 @@ class SqsEventSources:
 
     async def start(self, stack: RunningStack) -> None:
         sources = sqs_event_sources(stack.template, stack.resolver, stack.provisioned.queue_urls_by_arn())
+        sqs = aws_client("sqs", stack.endpoint_url)
+        for source in sources:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=source.queue_url, AttributeNames=["VisibilityTimeout"]
+            )
+            visibility = int(attributes["Attributes"]["VisibilityTimeout"])
+            check_visibility_timeout(source, visibility, stack.pools[source.function].config.timeout_s)
         for source in sources:
             pool = stack.pools[source.function]
             poller = SqsPoller(

@@ -188,6 +188,8 @@ def _wanted_attributes(template: Template, provisioned: set[str]) -> set[tuple[s
             fragments.append(properties.get("EventSourceArn"))
         elif kind in _POLICY_TYPES:
             fragments.append(properties)
+        elif kind == "AWS::IAM::Role":  # the functions' roles are created locally (identities.py)
+            fragments.append(properties.get("Policies", []))
         elif kind in _API_APPLIED and lid in provisioned:
             fragments.append({name: properties[name] for name in _API_APPLIED[kind] if name in properties})
     for fragment in fragments:

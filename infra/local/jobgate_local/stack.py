@@ -19,9 +19,11 @@ from typing import Any
 
 from .components import Component, RunningStack
 from .functions import ACCOUNT_ID, REGION, FunctionConfig, FunctionPool
+from .identities import FunctionIdentity, create_identities
 from .moto_server import MotoServer
 from .procs import StartupError, reserve_port
 from .provision import LOCAL_CREDENTIALS, ProvisionedStack, provision
+from .strict import FaultSettings
 from .template import (
     STACK_NAME,
     Resolver,
@@ -47,13 +49,15 @@ class DevOptions:
     state_file: Path | None = None
     stack_name: str = STACK_NAME
     init_timeout_s: float = 180.0
+    faults: FaultSettings | None = None
 
 
-def local_aws_environment(endpoint_url: str) -> dict[str, str]:
-    """How every function reaches AWS locally: moto's endpoint, fake credentials, and no user config."""
+def local_aws_environment(endpoint_url: str, credentials: Mapping[str, str] | None = None) -> dict[str, str]:
+    """How a function reaches AWS locally: moto's endpoint, its role's credentials (the admin identity's
+    when it has no role), and no user config."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
-        **LOCAL_CREDENTIALS,
+        **(credentials or LOCAL_CREDENTIALS),
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -69,6 +73,7 @@ class DevStack:
         self.template: Template | None = None
         self.provisioned: ProvisionedStack | None = None
         self.pools: dict[str, FunctionPool] = {}
+        self.identities: dict[str, FunctionIdentity] = {}
         self._moto: MotoServer | None = None
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="invoke")
         self._moto_sock: socket.socket | None = None
@@ -90,7 +95,7 @@ class DevStack:
         )
         self.template = template
 
-        self._moto = MotoServer(self._moto_sock)
+        self._moto = MotoServer(self._moto_sock, faults=options.faults)
         self._moto_sock.close()  # the moto process holds its own copy
         await asyncio.to_thread(self._moto.wait_ready, 30.0)
         provisioned = await asyncio.to_thread(provision, template, self._moto.endpoint_url)
@@ -99,6 +104,9 @@ class DevStack:
 
         resolver = self._resolver(template, provisioned)
         configs = function_configs(template, resolver)
+        self.identities = await asyncio.to_thread(
+            create_identities, template, resolver, provisioned.endpoint_url
+        )
         await self._start_pools(configs, provisioned.endpoint_url)
 
         running = RunningStack(template, provisioned, resolver, self.pools, self._executor)
@@ -132,10 +140,11 @@ class DevStack:
         extra_environment: dict[str, str] = {}
         for component in self.components:
             extra_environment.update(component.function_environment())
-        aws_env = local_aws_environment(endpoint_url)
         for logical_id, config in configs.items():
             if extra_environment:
                 config = replace(config, environment={**config.environment, **extra_environment})
+            identity = self.identities.get(logical_id)
+            aws_env = local_aws_environment(endpoint_url, identity.environment if identity else None)
             try:
                 pool = FunctionPool(config, sizes.get(logical_id, 1), aws_env=aws_env)
             except FileNotFoundError as exc:
@@ -203,10 +212,16 @@ class DevStack:
             "template": str(self.template.path),
             "resources": self.provisioned.physical_ids,
             "functions": {
-                lid: {"name": pool.config.function_name, "sandboxes": pool.size, "pids": pool.pids()}
+                lid: {
+                    "name": pool.config.function_name,
+                    "sandboxes": pool.size,
+                    "pids": pool.pids(),
+                    "role": self.identities[lid].role_name if lid in self.identities else None,
+                }
                 for lid, pool in self.pools.items()
             },
             "moto_pid": self._moto.pid if self._moto is not None else None,
+            "faults": self.options.faults.to_json() if self.options.faults else None,
         }
 
     def banner(self) -> str:
@@ -219,6 +234,10 @@ class DevStack:
             if name not in ("http_url", "docs_url")
         ]
         rows.append(("AWS (moto)", self.provisioned.endpoint_url))
+        faults = self.options.faults
+        if faults is not None and faults.rate > 0:
+            kinds = ",".join(faults.kinds)
+            rows.append(("faults", f"{faults.rate:.0%} of the functions' AWS calls ({kinds})"))
         key = self.template.parameters.get(API_KEY_PARAMETER)
         if key:
             rows.append(("API key", f"{key}   (send it as X-API-Key)"))

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,17 @@ class DevProcess:
     def resources(self) -> Mapping[str, str]:
         resources: Mapping[str, str] = self.state["resources"]
         return resources
+
+    def faults(self, **settings: Any) -> dict[str, Any]:
+        """Set fault injection on the running stack (see ``FaultSettings``; ``rate=0`` turns it off) and
+        answer what is in force, with the count of each fault injected so far (no settings: just read)."""
+        url = f"{self.aws_endpoint_url}/_jobgate/faults"
+        data = json.dumps(settings).encode() if settings else None
+        request = urllib.request.Request(url, data=data, method="POST" if settings else "GET")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            state: dict[str, Any] = json.loads(response.read())
+        return state
 
     def child_pids(self) -> list[int]:
         """moto's and every sandbox's pid, as the state file recorded them at start."""
