@@ -139,10 +139,15 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
         refs = {**resources, "WebSocketApi": "localws"}
         attributes = {}
         for lid, name in resources.items():
-            if template.resources.get(lid, {}).get("Type") == "AWS::SQS::Queue":
+            kind = template.resources.get(lid, {}).get("Type")
+            if kind == "AWS::SQS::Queue":
                 refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
                 attributes[(lid, "QueueName")] = name
                 attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+            elif kind == "AWS::S3::Bucket":
+                attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
+            elif kind == "AWS::DynamoDB::Table":
+                attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
         declared = {lid: res["Type"] for lid, res in template.resources.items()}
         parameters = {**template.pseudo_parameters(), **template.parameters}
         resolver = Resolver(parameters, refs, attributes, declared)
