@@ -203,7 +203,7 @@ def test_queue_refusing_the_message_after_the_job_was_written_ends_the_job_faile
         error = {"Error": {"Code": "ServiceUnavailable", "Message": "SQS is down"}}
         return AWSResponse("https://sqs", 503, _headers({}), raw), error
 
-    sqs = aws_clients.sqs(aws_clients.BACKGROUND)  # the sweeper's client
+    sqs = aws_clients.sqs()  # the API's client
     sqs.meta.events.register("before-call.sqs.SendMessage", _hook(refuse))
     try:
         answer = call_api(api, "POST", "/v1/jobs", body=heatmap(asset_id), headers={"X-API-Key": API_KEY})
