@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.05, gt=0)
     warm_command_sets: bool = True
+    # Each of a job's stdout and stderr is stored up to this size: its first and last halves, and a
+    # line saying how much was cut between them. At least twice the 16 KiB tail the job record keeps.
+    max_log_bytes: int = Field(default=64 * 1024**2, ge=32 * 1024)
+    # The user jobs run as when the worker runs as root (never on Lambda, which runs functions as a
+    # user of its own); jobs then cannot read the worker's memory or files.
+    job_uid: int = Field(default=65534, ge=1)
+    job_gid: int = Field(default=65534, ge=1)
     requeue_after_s: int = Field(default=600, ge=30)
     lost_after_s: int = Field(default=60, ge=5)
     websocket_url: str | None = None  # wss:// URL clients connect to (answered in job links)

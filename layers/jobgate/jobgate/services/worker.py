@@ -19,11 +19,11 @@ from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
-from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
+from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, announce
-from jobgate.services.executor import ExecResult, execute
+from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
 from jobgate.services.jobs import archive_key, log_key, output_key
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, Registry, build_argv
@@ -42,6 +42,7 @@ class WorkerConfig:
     heartbeat_s: float = 1.0
     cancel_poll_s: float = 0.25
     max_attempts: int = 3
+    max_log_bytes: int = 64 * 1024 * 1024  # per stream; the stored log keeps its head and its tail
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jobgate")
 
 
@@ -72,6 +73,7 @@ class WorkerService:
         egress: EgressPolicy | None = None,
         advancer: Advancer | None = None,
         queue: JobQueue | None = None,
+        runner: CommandRunner | None = None,
     ) -> None:
         self._publisher = publisher
         self._advancer = advancer
@@ -84,6 +86,9 @@ class WorkerService:
         self._config = config
         self._clock = clock
         self._parent_env = dict(parent_env if parent_env is not None else os.environ)
+        # The deployed worker runs commands in the zygote (wiring.build_worker); forking this process
+        # instead suits only command sets that exist in the caller, and shares its memory with them.
+        self._runner = runner if runner is not None else ForkRunner(self._guarded_target)
 
     def handle(self, job_id: str, *, remaining_s: Callable[[], float]) -> Job | None:
         """Run the job if this delivery should; answer the job as it ended, or None when skipped.
@@ -141,7 +146,7 @@ class WorkerService:
 
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
-        command_set = self._registry.command_set(contract.command_set)
+        self._registry.command_set(contract.command_set)  # not installed here: raise before staging
         workdir = self._config.work_root / f"{job.job_id}-{attempt}"
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / ".tmp").mkdir(parents=True)
@@ -164,18 +169,21 @@ class WorkerService:
             stream.milestone(STARTED)
             cancel = _CancelFlag(self._config.heartbeat_s)
             budget = max(1.0, min(float(job.timeout_s), remaining_s() - FINISH_MARGIN_S))
-            result = execute(
-                self._egress.guarded(command_set.run),
+            result = self._runner.run(
+                contract.command_set,
                 argv,
                 workdir=workdir,
                 env=child_environment(self._parent_env, workdir),
-                timeout_s=budget,
                 stdout_path=logs / "stdout",
                 stderr_path=logs / "stderr",
-                should_cancel=cancel.is_set,
-                cancel_poll_s=self._config.cancel_poll_s,
-                on_output=stream.output,
-                on_tick=lambda: self._tick(job, attempt, cancel, stream),
+                watch=Watch(
+                    timeout_s=budget,
+                    should_cancel=cancel.is_set,
+                    cancel_poll_s=self._config.cancel_poll_s,
+                    on_output=stream.output,
+                    on_tick=lambda: self._tick(job, attempt, cancel, stream),
+                    max_log_bytes=self._config.max_log_bytes,
+                ),
             )
             stream.close()
             if cancel.lost:
@@ -220,6 +228,9 @@ class WorkerService:
             )
         except InvalidTransition:
             return self._store.get(job_id)
+
+    def _guarded_target(self, command_set: str) -> Callable[[list[str]], int | None]:
+        return self._egress.guarded(self._registry.command_set(command_set).run)
 
     def _heartbeat(self, job: Job, attempt: int, progress: float | None = None) -> Job:
         lease_until = self._clock() + timedelta(seconds=self._config.lease_s)
@@ -308,12 +319,17 @@ class WorkerService:
         )
 
     def _store_logs(self, job: Job, logs: Path) -> tuple[str, str]:
+        """Upload each whole log from disk (never read whole into memory); answer their tails."""
         tails = []
         for stream in ("stdout", "stderr"):
             path = logs / stream
-            data = path.read_bytes() if path.exists() else b""
-            self._blobs.put_bytes(log_key(job.tenant, job.job_id, stream), data, "text/plain; charset=utf-8")
-            tails.append(tail(data))
+            path.touch()
+            self._blobs.upload_file(
+                path, log_key(job.tenant, job.job_id, stream), "text/plain; charset=utf-8"
+            )
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+                tails.append(tail(fh.read()))
         return tails[0], tails[1]
 
     def _finish(self, job: Job, attempt: int, result: JobResult, stream: JobStream) -> Job:
