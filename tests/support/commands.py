@@ -26,6 +26,21 @@ SLEEP = "/bin/sleep" if Path("/bin/sleep").exists() else "sleep"
 Probe = Callable[[list[str]], int]
 
 
+class BrokenWarm:
+    """A command set whose warm-up fails, as zyra's does where it cannot render."""
+
+    name = "broken"
+
+    def contracts(self) -> list[Any]:
+        return []
+
+    def warm(self) -> None:
+        raise RuntimeError("cannot render here")
+
+    def run(self, argv: list[str]) -> int:
+        return 0
+
+
 class Probes:
     """One command, `test run`, whose `--target` names a probe below and `--value` is its argument."""
 
@@ -106,6 +121,9 @@ def dump_env(args: list[str]) -> int:
 
 
 def sleep(args: list[str]) -> int:
+    """Sleep; with a second argument, first leave this process's pid and its parent's in that file."""
+    if len(args) > 1:
+        _leave(Path(args[1]), {"job": os.getpid(), "parent": os.getppid()})
     print("started", flush=True)  # noqa: T201
     time.sleep(float(args[0]) if args else 30.0)
     return 0
@@ -119,19 +137,19 @@ def ignore_sigterm(args: list[str]) -> int:
 
 
 def flood(args: list[str]) -> int:
-    """Numbered 100-byte lines until the given byte count, on stdout (and a little on stderr)."""
-    total = int(args[0])
-    line = 0
-    written = 0
+    """`flood_lines(count)` on stdout, then one line on stderr."""
     out = sys.stdout.buffer
-    while written < total:
-        text = f"line {line:09d} ".encode().ljust(99, b".") + b"\n"
-        out.write(text)
-        written += len(text)
-        line += 1
+    for start in range(0, int(args[0]), 10_000):
+        out.write(flood_lines(int(args[0]), start, 10_000))
     out.flush()
     sys.stderr.write("flood done\n")
     return 0
+
+
+def flood_lines(count: int, start: int = 0, batch: int | None = None) -> bytes:
+    """Numbered lines of 100 bytes: what `flood` prints, for a test to compare with."""
+    end = count if batch is None else min(count, start + batch)
+    return b"".join(f"line {n:09d} ".encode().ljust(99, b".") + b"\n" for n in range(start, end))
 
 
 # -- processes a job leaves behind --------------------------------------------------------------------
@@ -166,14 +184,18 @@ def spawn_descendants(args: list[str]) -> int:
         "new_session": new_session.pid,
         "daemon": daemon_pid,
     }
-    target = Path(args[1]) if len(args) > 1 else Path("descendants.json")
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(pids))
-    partial.rename(target)
+    _leave(Path(args[1]) if len(args) > 1 else Path("descendants.json"), pids)
     print(json.dumps(pids), flush=True)  # noqa: T201
     if args and args[0] == "wait":
         time.sleep(60)
     return 0
+
+
+def _leave(target: Path, pids: dict[str, int]) -> None:
+    """Write the file at once (a test waits for it to appear)."""
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(pids))
+    partial.rename(target)
 
 
 # -- what a job can reach ---------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ def supervise(
             child.abort()
             raise
         status = supervisor.run()
-        duration = time.monotonic() - started
+        duration = supervisor.reaped_at - started  # not the wait for the callbacks to finish
     return _result(status, supervisor, duration)
 
 
@@ -411,6 +411,7 @@ class _Supervisor:
         self._kill_at: float | None = None  # set once SIGTERM is sent
         self._killed = False
         self.reaped = False
+        self.reaped_at = 0.0
         self.timed_out = False
         self.cancelled = False
         self.byte_counts = {STDOUT: 0, STDERR: 0}
@@ -445,7 +446,7 @@ class _Supervisor:
         self._wait_for_exit()
         self._child.signal_group(signal.SIGKILL)
         status = self._child.reap()
-        self.reaped = True
+        self.reaped, self.reaped_at = True, time.monotonic()
         if exit_fd is not None:
             self._sel.unregister(exit_fd)  # it stays readable once the child is gone
         self._drain()
