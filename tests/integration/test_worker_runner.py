@@ -1,8 +1,9 @@
-"""The worker as deployed: its commands in a zygote, its logs capped and streamed to S3, a lost zygote survived."""
+"""The worker as deployed: commands in a zygote, logs capped and streamed to S3, a lost zygote survived."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -96,7 +97,7 @@ def test_a_zygote_lost_during_a_job_releases_it_and_the_next_delivery_runs_it(
         give_up_at = time.monotonic() + 30
         while not pid_file.exists() and time.monotonic() < give_up_at:
             time.sleep(0.01)
-        signal_pid(json.loads(pid_file.read_text())["parent"])
+        os.kill(json.loads(pid_file.read_text())["parent"], signal.SIGKILL)
 
     killer = threading.Thread(target=kill_the_zygote, daemon=True)
     killer.start()
@@ -111,12 +112,6 @@ def test_a_zygote_lost_during_a_job_releases_it_and_the_next_delivery_runs_it(
     done = worker.handle(job)  # the message's next delivery, on the same worker: a new zygote
     assert done.status == JobStatus.SUCCEEDED, done.stderr
     assert done.attempts == 2
-
-
-def signal_pid(pid: int) -> None:
-    import os
-
-    os.kill(pid, signal.SIGKILL)
 
 
 def test_a_log_past_its_cap_keeps_head_and_tail_and_the_record_keeps_the_real_tail(
