@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -29,7 +30,7 @@ from jobgate.wiring import build_worker
 from ulid import ULID
 
 from tests.support.aws import Resources, create_resources
-from tests.support.commands import Probes, flood_lines
+from tests.support.commands import Probes, flood_lines, private_work_root
 
 pytestmark = pytest.mark.timeout(120)
 MARKER = re.compile(rb"\n?\[jobgate: (\d+) bytes of this stream were cut here; [^\]]*\]\n")
@@ -73,6 +74,13 @@ class Worker:
         key = f"logs/acme/{job.job_id}/{stream}.log"
         body: bytes = boto3.client("s3").get_object(Bucket=self.resources.bucket_name, Key=key)["Body"].read()
         return body
+
+
+@pytest.fixture(autouse=True)
+def work_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = private_work_root(monkeypatch)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -27,7 +28,7 @@ from ulid import ULID
 
 from tests.security.conftest import Api, assert_problem, create_key
 from tests.support.aws import Resources
-from tests.support.commands import Probes
+from tests.support.commands import Probes, private_work_root
 
 # -- the API refuses URLs to addresses a job may not reach --------------------------------------------
 
@@ -123,7 +124,14 @@ def test_host_names_are_judged_by_every_address_they_resolve_to() -> None:
 
 
 @pytest.fixture
-def run_job(resources: Resources) -> Callable[..., Job]:
+def work_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = private_work_root(monkeypatch)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def run_job(resources: Resources, work_root: Path) -> Callable[..., Job]:
     """Run one job of the `Probes` command set through the worker as deployed (its zygote), against moto."""
 
     def run(target: str, value: str | None = None, *, timeout_s: int = 30, **settings: Any) -> Job:
