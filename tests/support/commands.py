@@ -38,6 +38,8 @@ def private_work_root(monkeypatch: Any) -> Path:
     monkeypatch.setenv("TMPDIR", str(root))
     monkeypatch.setattr(tempfile, "tempdir", None)
     return root
+
+
 Probe = Callable[[list[str]], int]
 
 

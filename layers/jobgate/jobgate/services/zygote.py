@@ -263,7 +263,7 @@ class Zygote:
             self._lost(f"no answer within {timeout_s} s", kill=True)
         return self._read_message(sock)
 
-    def poll(self) -> dict[str, Any] | None:
+    def _poll(self) -> dict[str, Any] | None:
         """A message if one is waiting, else None (for a supervisor that was told the socket is readable)."""
         sock = self._live_socket()
         readable, _, _ = select.select([sock], [], [], 0)
@@ -279,7 +279,7 @@ class Zygote:
         message: dict[str, Any] = json.loads(data)
         return message
 
-    def fileno(self) -> int:
+    def _fileno(self) -> int:
         return self._live_socket().fileno()
 
     def _live_socket(self) -> socket.socket:
@@ -308,7 +308,7 @@ class _ZygoteChild:
     def __init__(self, zygote: Zygote, pid: int) -> None:
         self.pid = pid
         self._zygote = zygote
-        self._fd = zygote.fileno()
+        self._fd = zygote._fileno()
         self._exited = False
 
     @property
@@ -317,7 +317,7 @@ class _ZygoteChild:
 
     def exited(self) -> bool:
         if not self._exited:
-            message = self._zygote.poll()
+            message = self._zygote._poll()
             if message is not None:
                 self._exited = self._expect(message, "exited")
         return self._exited
