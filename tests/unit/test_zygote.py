@@ -253,3 +253,26 @@ def test_a_command_set_that_fails_to_warm_fails_the_start_with_its_error() -> No
     with pytest.raises(RunnerUnavailable, match="cannot render here"):
         zygote.wait_ready()
     assert zygote.pid is None
+
+
+def test_a_stuck_zygote_cannot_hold_the_job_past_its_timeout_or_the_worker_for_ever(folder: Path) -> None:
+    zygote = Zygote([PROBES], warm=False, answer_timeout_s=1.0)
+    try:
+        zygote.wait_ready()
+        pid_file = folder / "work" / "pids.json"
+
+        def stop_the_zygote() -> None:
+            while not pid_file.exists():
+                time.sleep(0.01)
+            os.kill(json.loads(pid_file.read_text())["parent"], signal.SIGSTOP)
+
+        stopper = threading.Thread(target=stop_the_zygote, daemon=True)
+        stopper.start()
+        started = time.monotonic()
+        with pytest.raises(RunnerUnavailable, match="no answer"):
+            run_in(zygote, folder, ["sleep", "30", str(pid_file)], timeout_s=0.5, kill_grace_s=0.2)
+        assert time.monotonic() - started < 4.0  # the timeout's kill, then one second for the reap
+        assert gone(json.loads(pid_file.read_text())["job"])
+        assert zygote.pid is None  # the stuck one was killed; the next run starts another
+    finally:
+        zygote.close()

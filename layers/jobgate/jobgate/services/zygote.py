@@ -55,8 +55,6 @@ _ENV_KEEP = (
 NOBODY = (65534, 65534)
 # Imports and warm-up of the command sets; a zygote that takes longer is broken.
 _READY_TIMEOUT_S = 120.0
-# Any other answer of the zygote's (a fork, a reap with its sweep) comes in well under this.
-_ANSWER_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 # The worker's import path, in its order, ahead of the interpreter's own; .pth files in it are read (an
 # editable install's import hook lives in one).
@@ -92,8 +90,11 @@ class Zygote:
         *,
         warm: bool = True,
         job_user: tuple[int, int] | None = NOBODY,
+        answer_timeout_s: float = 10.0,
     ) -> None:
         self._specs = list(command_sets)
+        # How long a fork, or a reap with its sweep, may take before the zygote is taken for stuck.
+        self.answer_timeout_s = answer_timeout_s
         self._egress = egress if egress is not None else EgressPolicy()
         self._warm = warm
         self._job_user = job_user
@@ -229,7 +230,7 @@ class Zygote:
                     self._send({"op": "run"}, fds=[spec_r, out_w, err_w])
                 finally:
                     os.close(spec_r)
-                pid = int(self._receive(_ANSWER_TIMEOUT_S)["started"])
+                pid = int(self._receive(self.answer_timeout_s)["started"])
             except RunnerUnavailable:
                 os.close(spec_w)
                 if attempt == 2:
@@ -303,12 +304,21 @@ class Zygote:
 
 
 class _ZygoteChild:
-    """A job's child in the zygote: its exit told over the socket, its group signalled from here."""
+    """A job's child in the zygote, watched and signalled from here; the zygote reaps it when asked.
+
+    Its exit is seen through a pidfd of our own (the zygote does not reap it before we ask, so the pid
+    cannot be reused meanwhile): a zygote that stops answering cannot hide it. Only without pidfds is
+    the zygote's word awaited.
+    """
 
     def __init__(self, zygote: Zygote, pid: int) -> None:
         self.pid = pid
         self._zygote = zygote
-        self._fd = zygote._fileno()
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            self._pidfd = None
+        self._fd = self._pidfd if self._pidfd is not None else zygote._fileno()
         self._exited = False
 
     @property
@@ -316,7 +326,11 @@ class _ZygoteChild:
         return self._fd
 
     def exited(self) -> bool:
-        if not self._exited:
+        if self._exited:
+            return True
+        if self._pidfd is not None:
+            self._exited = bool(select.select([self._pidfd], [], [], 0)[0])
+        else:
             message = self._zygote._poll()
             if message is not None:
                 self._exited = self._expect(message, "exited")
@@ -329,7 +343,7 @@ class _ZygoteChild:
     def reap(self) -> int:
         self._zygote._send({"op": "reap"})
         while True:
-            message = self._zygote._receive(_ANSWER_TIMEOUT_S)
+            message = self._zygote._receive(self._zygote.answer_timeout_s)
             if "status" in message:
                 return int(message["status"])
             self._expect(message, "exited")
@@ -342,7 +356,9 @@ class _ZygoteChild:
             logger.warning("could not reap a job's child after an error", pid=self.pid)
 
     def close(self) -> None:
-        pass
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def _expect(self, message: dict[str, Any], key: str) -> bool:
         if message.get(key) != self.pid:
