@@ -229,6 +229,30 @@ def test_the_zygote_and_every_job_process_die_with_the_worker(
     assert not left, f"still running after the worker was killed: {left}"
 
 
+@pytest.mark.parametrize("uid", worker_users())
+def test_what_a_job_started_is_gone_before_the_next_job_of_the_worker_runs(
+    worker_process: WorkerProcess, uid: int | None
+) -> None:
+    drop = worker_process.scratch / "drop"
+    drop.mkdir(mode=0o777)
+    drop.chmod(0o777)
+    first = worker_process.job("spawn_descendants", f"return {drop / 'first.json'}")
+    second = worker_process.job("sleep", f"5 {drop / 'second.json'}")
+    worker = worker_process.start([first.job_id, second.job_id], uid=uid)
+    try:
+        running = _wait_for_json(drop / "second.json", worker)  # the worker is alive, on its next job
+        started = json.loads((drop / "first.json").read_text())
+        left = {n: started[n] for n in ("in_group", "new_session", "daemon") if not _gone(started[n], 0.5)}
+        assert running["parent"] == started["parent"]  # one zygote served both
+        worker.wait(60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert not left, f"still running while the next job ran: {left}"
+    assert worker_process.store.get(second.job_id).status == JobStatus.SUCCEEDED
+
+
 def _wait_for_json(path: Path, proc: subprocess.Popen[str]) -> dict[str, int]:
     give_up_at = time.monotonic() + 60
     while time.monotonic() < give_up_at:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -276,3 +277,26 @@ def test_a_stuck_zygote_cannot_hold_the_job_past_its_timeout_or_the_worker_for_e
         assert zygote.pid is None  # the stuck one was killed; the next run starts another
     finally:
         zygote.close()
+
+
+@pytest.mark.parametrize("listing", ["children files", "every process's stat"])
+def test_the_children_of_a_process_are_found_with_or_without_children_files(
+    listing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobgate.services import zygote_process
+
+    if listing != "children files":
+        real = Path.read_text
+
+        def no_children_files(self: Path, *args: Any, **kwargs: Any) -> str:
+            if self.name == "children":
+                raise FileNotFoundError(self)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", no_children_files)
+    child = subprocess.Popen(["sleep", "10"])
+    try:
+        assert child.pid in zygote_process._children()
+    finally:
+        child.kill()
+        child.wait()

@@ -342,7 +342,12 @@ def _sweep() -> int:
 def _children() -> list[int]:
     me = os.getpid()
     try:
-        return [int(pid) for pid in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+        # Per thread: a native library's threads (a BLAS pool) could be anyone's parent in principle.
+        return [
+            int(pid)
+            for task in os.listdir(f"/proc/{me}/task")
+            for pid in Path(f"/proc/{me}/task/{task}/children").read_text().split()
+        ]
     except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
         pass
     children = []
