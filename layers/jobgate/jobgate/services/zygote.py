@@ -103,7 +103,7 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._names: set[str] | None = None  # the command sets it serves, once it is ready
         self._effective_user: tuple[int, int] | None = None
-        self._stop: weakref.finalize[..., Zygote] | None = None
+        self._finalizer: weakref.finalize[..., Zygote] | None = None
 
     @classmethod
     def serving(cls, registry: Registry, egress: EgressPolicy | None = None, **options: Any) -> Zygote:
@@ -186,7 +186,7 @@ class Zygote:
         finally:
             theirs.close()
         self._proc, self._sock, self._names = proc, ours, None
-        self._stop = weakref.finalize(self, _stop, proc, ours)
+        self._finalizer = weakref.finalize(self, _end, proc, ours)
         config = {
             "op": "configure",
             "command_sets": self._specs,
@@ -259,16 +259,14 @@ class Zygote:
     def _receive(self, timeout_s: float | None) -> dict[str, Any]:
         """The zygote's next message; raises RunnerUnavailable when it ended, or stayed silent too long."""
         sock = self._live_socket()
-        readable, _, _ = select.select([sock], [], [], timeout_s)
-        if not readable:
+        if not _readable(sock.fileno(), timeout_s):
             self._lost(f"no answer within {timeout_s} s", kill=True)
         return self._read_message(sock)
 
     def _poll(self) -> dict[str, Any] | None:
         """A message if one is waiting, else None (for a supervisor that was told the socket is readable)."""
         sock = self._live_socket()
-        readable, _, _ = select.select([sock], [], [], 0)
-        return self._read_message(sock) if readable else None
+        return self._read_message(sock) if _readable(sock.fileno(), 0) else None
 
     def _read_message(self, sock: socket.socket) -> dict[str, Any]:
         try:
@@ -296,11 +294,11 @@ class Zygote:
         raise RunnerUnavailable(f"The process that runs commands stopped: {why}.")
 
     def _discard(self, *, kill: bool = False) -> None:
-        if self._stop is not None:
-            self._stop.detach()
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if self._proc is not None and self._sock is not None:
-            _stop(self._proc, self._sock, kill=kill)
-        self._proc, self._sock, self._names, self._stop = None, None, None, None
+            _end(self._proc, self._sock, kill=kill)
+        self._proc, self._sock, self._names, self._finalizer = None, None, None, None
 
 
 class _ZygoteChild:
@@ -329,7 +327,7 @@ class _ZygoteChild:
         if self._exited:
             return True
         if self._pidfd is not None:
-            self._exited = bool(select.select([self._pidfd], [], [], 0)[0])
+            self._exited = _readable(self._pidfd, 0)
         else:
             message = self._zygote._poll()
             if message is not None:
@@ -366,7 +364,7 @@ class _ZygoteChild:
         return True
 
 
-def _stop(proc: subprocess.Popen[bytes], sock: socket.socket, *, kill: bool = False) -> None:
+def _end(proc: subprocess.Popen[bytes], sock: socket.socket, *, kill: bool = False) -> None:
     """End a zygote: closing its socket makes it kill what is left of a job and exit."""
     sock.close()
     if kill:
@@ -377,6 +375,12 @@ def _stop(proc: subprocess.Popen[bytes], sock: socket.socket, *, kill: bool = Fa
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _readable(fd: int, timeout_s: float | None) -> bool:
+    poller = select.poll()  # not select.select: it cannot watch an fd numbered 1024 or more
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout_s is None else timeout_s * 1000))
 
 
 def _write_all(fd: int, data: bytes) -> None:
