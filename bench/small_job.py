@@ -222,22 +222,22 @@ def _worker_anatomy(
     module = load_handler("worker", stack_environment(endpoint, resources, api_key))
     cold_start = time.perf_counter() - started
     from jobgate.models import Job, utcnow
-    from jobgate.services import worker as worker_module
     from ulid import ULID
 
     service = module._worker
     store = service._store
     exec_times: list[float] = []
-    real_execute = worker_module.execute
+    runner = service._runner  # the zygote: each job's child is forked there
+    real_run = runner.run
 
-    def timed_execute(*args: Any, **kwargs: Any) -> Any:
+    def timed_run(*args: Any, **kwargs: Any) -> Any:
         begun = time.perf_counter()
         try:
-            return real_execute(*args, **kwargs)
+            return real_run(*args, **kwargs)
         finally:
             exec_times.append(time.perf_counter() - begun)
 
-    worker_module.execute = timed_execute
+    runner.run = timed_run
     handle_times: list[float] = []
     try:
         with counting_calls() as log:
@@ -265,7 +265,7 @@ def _worker_anatomy(
                 if done is None or done.status.value != "succeeded":
                     raise RuntimeError(f"in-process worker did not succeed: {done}")
     finally:
-        worker_module.execute = real_execute
+        runner.run = real_run
     return {
         "worker_cold_start_s": cold_start,
         "worker_handle_s": median(handle_times),

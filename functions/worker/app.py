@@ -1,4 +1,4 @@
-"""WorkerFunction: SQS batches of job ids -> each job run in a forked child, partial batch failures."""
+"""WorkerFunction: SQS batches of job ids -> each job run in a child of the zygote, partial batch failures."""
 
 from __future__ import annotations
 
@@ -11,18 +11,22 @@ from jobgate.messages import JobMessage
 from jobgate.observability import logger, metrics
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
-from jobgate.wiring import build_worker
+from jobgate.wiring import build_worker, build_zygote
 from pydantic import ValidationError
 
-# Imported and warmed once per container: each job then forks from a warm parent.
+# Once per container: the zygote, exec'd with none of this process's environment, imports and warms
+# the command sets and forks each job's child; this process keeps the credentials to itself.
 _settings = load_settings()
 _registry = Registry.from_entry_points()
+_zygote = build_zygote(_settings, _registry)
+_worker = build_worker(_settings, _registry, runner=_zygote)
+_worker.prepare()  # before the zygote starts: what a killed runtime left in the work folder goes
 if _settings.warm_command_sets:
-    _registry.warm()
-_worker = build_worker(_settings, _registry)
-_worker.prepare()
+    _zygote.start()  # warms while the rest of the cold start runs
 # A batch whose every record failed is still answered as partial failures, not raised.
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+if _settings.warm_command_sets:
+    _zygote.wait_ready()  # the cold start pays for the warm-up, not the first job
 
 
 def job_message(record: SQSRecord) -> JobMessage:

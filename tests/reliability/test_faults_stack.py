@@ -72,7 +72,9 @@ def killed_worker_job(api: httpx.Client, origin: Origin) -> tuple[str, str]:
     """A job whose worker was SIGKILLed mid-run; the tests in between run while SQS holds its message."""
     path = f"/slow/{uuid.uuid4().hex}"
     job_id = _submit(api, fetch(origin, f"{path}?s=4", output="page.txt", timeout_s=30))
-    sandbox = parent_pid(_running_child(job_id))
+    child = _running_child(job_id)
+    wait_for(lambda: origin.count(path) == 1, timeout=30, every=0.05)  # its fetch has begun
+    sandbox = parent_pid(parent_pid(child))  # the job's parent is the worker's zygote
     os.kill(sandbox, signal.SIGKILL)  # the whole worker, as a crashed or OOM-killed Lambda
     return job_id, path
 

@@ -1,31 +1,34 @@
-"""What a job may reach and leave behind: no private addresses, no credentials, no links out of its folder."""
+"""What a job may reach and leave behind: no private addresses, no credentials, no links out of its folder,
+no process running once it has ended."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import shutil
+import signal
 import socket
-import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from jobgate.adapters import aws as aws_clients
-from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.services.egress import EgressPolicy
-from jobgate.services.registry import CommandContract, ParamSpec, Registry
-from jobgate.services.worker import WorkerConfig, WorkerService
+from jobgate.services.registry import Registry
+from jobgate.settings import Settings
+from jobgate.wiring import build_worker
 from ulid import ULID
 
 from tests.security.conftest import Api, assert_problem, create_key
 from tests.support.aws import Resources
-
-Behaviour = Callable[[list[str]], int]
+from tests.support.commands import Probes, private_work_root
 
 # -- the API refuses URLs to addresses a job may not reach --------------------------------------------
 
@@ -117,56 +120,43 @@ def test_host_names_are_judged_by_every_address_they_resolve_to() -> None:
     assert EgressPolicy(s3_buckets=["bucket"], resolver=resolver).url_problem("s3://bucket/key") is None
 
 
-# -- the worker's child: sockets, environment and what it leaves in its folder ------------------------
-
-
-class HostileCommands:
-    """A command set whose one command does whatever the test hands it, in the job's forked child."""
-
-    name = "hostile"
-
-    def __init__(self, behaviour: Behaviour) -> None:
-        self._behaviour = behaviour
-
-    def contracts(self) -> list[CommandContract]:
-        target = ParamSpec(dest="target", flags=["--target"], kind="option")
-        return [CommandContract(command_set=self.name, stage="test", command="run", params=[target])]
-
-    def warm(self) -> None:
-        pass
-
-    def run(self, argv: list[str]) -> int:
-        return self._behaviour(argv)
+# -- the job's child: sockets, environment and what it leaves in its folder ----------------------------
 
 
 @pytest.fixture
-def run_job(resources: Resources, tmp_path: Path) -> Callable[..., Job]:
-    """Run one job of HostileCommands through the real worker service, against moto."""
+def work_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = private_work_root(monkeypatch)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
-    def run(
-        behaviour: Behaviour, *, egress: EgressPolicy | None = None, env: dict[str, str] | None = None
-    ) -> Job:
+
+@pytest.fixture
+def run_job(resources: Resources, work_root: Path) -> Callable[..., Job]:
+    """Run one job of the `Probes` command set through the worker as deployed (its zygote), against moto."""
+
+    def run(target: str, value: str | None = None, *, timeout_s: int = 30, **settings: Any) -> Job:
         store = JobStore(aws_clients.dynamodb(), resources.table_name, timedelta(days=1))
-        blobs = BlobStore(aws_clients.s3(), resources.bucket_name)
+        config = Settings(
+            table_name=resources.table_name,
+            queue_url=resources.queue_url,
+            bucket_name=resources.bucket_name,
+            lease_s=10,
+            warm_command_sets=False,
+            **settings,
+        )
+        worker = build_worker(config, Registry.from_command_sets([Probes()]))
+        args = {"target": target} if value is None else {"target": target, "value": value}
         job = Job(
             job_id=str(ULID()),
             tenant="acme",
             stage="test",
             command="run",
-            args={"target": "x"},
-            timeout_s=30,
+            args=args,
+            timeout_s=timeout_s,
             request_hash="h",
             created_at=utcnow(),
         )
         store.create(job)
-        worker = WorkerService(
-            store,
-            blobs,
-            Registry.from_command_sets([HostileCommands(behaviour)]),
-            WorkerConfig(lease_s=10, work_root=tmp_path / "work"),
-            parent_env={"PATH": os.environ["PATH"], **(env or {})},
-            egress=egress,
-        )
         worker.handle(job.job_id, remaining_s=lambda: 120.0)
         return store.get(job.job_id)
 
@@ -195,18 +185,7 @@ def _connects(sock: socket.socket) -> bool:
 def test_the_command_cannot_connect_to_a_loopback_or_metadata_address(
     run_job: Callable[..., Job], listener: socket.socket
 ) -> None:
-    port = listener.getsockname()[1]
-
-    def connect(argv: list[str]) -> int:
-        codes = [
-            socket.socket().connect_ex(("169.254.169.254", 80)),
-            socket.socket().connect_ex(("localhost", port)),
-        ]
-        sys.stdout.write(json.dumps(codes) + "\n")
-        socket.create_connection(("127.0.0.1", port), timeout=2)
-        return 0
-
-    job = run_job(connect)
+    job = run_job("connect_private", str(listener.getsockname()[1]))
     assert job.status == JobStatus.FAILED and job.exit_code == 1
     assert json.loads(job.stdout) == [errno.EACCES, errno.EACCES]
     assert "egress policy" in job.stderr and "PermissionError" in job.stderr
@@ -214,19 +193,13 @@ def test_the_command_cannot_connect_to_a_loopback_or_metadata_address(
 
 
 def test_an_allow_listed_network_is_reachable(run_job: Callable[..., Job], listener: socket.socket) -> None:
-    port = listener.getsockname()[1]
-
-    def connect(argv: list[str]) -> int:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return 0
-
-    job = run_job(connect, egress=EgressPolicy(["127.0.0.0/8"]))
+    job = run_job("connect_loopback", str(listener.getsockname()[1]), egress_allow="127.0.0.0/8")
     assert job.status == JobStatus.SUCCEEDED, job.stderr
     assert _connects(listener)
 
 
 def test_the_command_sees_no_credentials_and_none_of_the_workers_environment(
-    run_job: Callable[..., Job],
+    run_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = {
         "AWS_ACCESS_KEY_ID": "AKIAWORKER",
@@ -236,12 +209,10 @@ def test_the_command_sees_no_credentials_and_none_of_the_workers_environment(
         "JOBGATE_API_KEY": "bootstrap-secret",
         "JOBGATE_TABLE_NAME": "jobs",
     }
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
 
-    def dump_env(argv: list[str]) -> int:
-        sys.stdout.write(json.dumps(dict(os.environ)))
-        return 0
-
-    job = run_job(dump_env, env=secrets)
+    job = run_job("dump_env")
     assert job.status == JobStatus.SUCCEEDED, job.stderr
     seen = json.loads(job.stdout)
     assert not set(secrets) & set(seen)
@@ -256,18 +227,45 @@ def test_links_and_devices_the_command_makes_are_not_outputs(
     outside.mkdir()
     (outside / "secret.txt").write_text("worker secret\n")
 
-    def leave_traps(argv: list[str]) -> int:
-        Path("result.txt").write_text("fine\n")
-        os.symlink(outside / "secret.txt", "secret.txt")
-        os.symlink(outside, "escape")
-        os.symlink("/etc/passwd", "passwd")
-        Path("sub").mkdir()
-        os.symlink("../secret.txt", "sub/again.txt")
-        os.mkfifo("pipe")
-        return 0
-
-    job = run_job(leave_traps)
+    job = run_job("leave_traps", str(outside))
     assert job.status == JobStatus.SUCCEEDED, job.stderr
     assert [o.name for o in job.outputs] == ["result.txt"]
     listed = boto3.client("s3").list_objects_v2(Bucket=resources.bucket_name, Prefix="results/")
     assert [o["Key"] for o in listed["Contents"]] == [f"results/acme/{job.job_id}/a{job.attempts}/result.txt"]
+
+
+# -- what a job leaves running ------------------------------------------------------------------------
+
+
+def _gone(pid: int, within_s: float = 1.0) -> bool:
+    """True once pid no longer runs (a zombie counts as gone)."""
+    give_up_at = time.monotonic() + within_s
+    while time.monotonic() < give_up_at:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_every_process_a_job_started_ends_with_it_even_in_a_new_session(run_job: Callable[..., Job]) -> None:
+    job = run_job("spawn_descendants")
+    assert job.status == JobStatus.SUCCEEDED, job.stderr
+    pids = json.loads(job.stdout)
+    left = {name: pids[name] for name in ("in_group", "new_session", "daemon") if not _gone(pids[name])}
+    for pid in left.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running after the job ended: {left}"
+
+
+def test_a_timed_out_job_leaves_no_process_behind(run_job: Callable[..., Job]) -> None:
+    job = run_job("spawn_descendants", "wait", timeout_s=2)
+    assert job.status == JobStatus.TIMED_OUT, job.stderr
+    pids = json.loads(job.stdout)
+    left = {name: pids[name] for name in ("in_group", "new_session", "daemon") if not _gone(pids[name])}
+    for pid in left.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running after the job timed out: {left}"

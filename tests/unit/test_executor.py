@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -395,6 +396,62 @@ def test_no_fd_leak_and_no_zombie_over_50_runs(job: Job) -> None:
     assert open_fds() <= before
     for pid in pids:
         assert_reaped(pid)
+
+
+# The callbacks run off the supervisor's loop: slow ones delay neither the timeout nor the kill.
+
+
+@pytest.mark.parametrize("slow", ["on_tick", "should_cancel"])
+def test_a_slow_callback_does_not_delay_the_timeout(job: Job, slow: str) -> None:
+    def stall() -> bool:
+        time.sleep(3.0)  # a heartbeat stuck on DynamoDB's retries
+        return False
+
+    started = time.monotonic()
+    callbacks: dict[str, Any] = {slow: stall}
+    result = job.run(sleep_long, timeout_s=0.5, kill_grace_s=0.5, cancel_poll_s=0.1, **callbacks)
+
+    assert result.timed_out and (result.exit_code, result.signal_name) == (143, "SIGTERM")
+    assert result.duration_s < 1.0, "the child was killed late"
+    assert time.monotonic() - started >= 3.0  # the call still waits for its callbacks to finish
+    assert_reaped(int((job.workdir / "pid").read_text()))
+
+
+def test_a_slow_on_output_gets_every_byte_and_memory_stays_bounded(job: Job) -> None:
+    received = {"stdout": 0, "stderr": 0}
+
+    def slow_consumer(name: str, chunk: bytes) -> None:
+        time.sleep(0.002)
+        received[name] += len(chunk)
+
+    tracemalloc.start()
+    try:
+        result = job.run(flood_both, on_output=slow_consumer)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert result.exit_code == 0
+    assert received == {"stdout": 10_000_000, "stderr": 10_000_000}
+    assert peak < 12 * 1024 * 1024, f"{peak} bytes held for 20 MB of output"
+
+
+# Bounded logs.
+
+
+def test_each_log_keeps_its_head_and_tail_when_over_max_log_bytes(job: Job) -> None:
+    result = job.run(flood_both, max_log_bytes=1_000_000)
+
+    expected_out = b"".join(bytes([65 + i % 26]) * 100_000 for i in range(100))
+    assert (result.stdout_bytes, result.stderr_bytes) == (10_000_000, 10_000_000)
+    stored = job.stdout
+    assert stored.startswith(
+        expected_out[:500_000] + b"\n[jobgate: 9000000 bytes of this stream were cut here"
+    )
+    assert stored.endswith(b"]\n" + expected_out[-500_000:])
+    assert len(stored) < 1_000_200
+    assert len(job.stderr) < 1_000_200
+    assert sum(len(c) for _, c in job.chunks) == 20_000_000  # the live stream is not cut
 
 
 def test_missing_workdir_is_refused_before_forking(job: Job) -> None:

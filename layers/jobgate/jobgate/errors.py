@@ -89,6 +89,12 @@ class CommandSetUnavailable(JobgateError):
     status, title, type_slug = 503, "Command set unavailable", "command-set-unavailable"
 
 
+class RunnerUnavailable(JobgateError):
+    """The process that forks the worker's commands (the zygote) failed to start or stopped."""
+
+    status, title, type_slug = 503, "Command runner unavailable", "runner-unavailable"
+
+
 class PayloadTooLarge(JobgateError):
     status, title, type_slug = 413, "Request body too large", "payload-too-large"
 

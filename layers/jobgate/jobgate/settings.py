@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     enqueue_grace_s: int = Field(default=120, ge=10)
     max_resends: int = Field(default=3, ge=1)
     queue_retention_s: int = Field(default=4 * 24 * 3600, ge=60, le=14 * 24 * 3600)
+    # Each of a job's stdout and stderr is stored up to this size: its first and last halves, and a
+    # line saying how much was cut between them. At least twice the 16 KiB tail the job record keeps.
+    max_log_bytes: int = Field(default=64 * 1024**2, ge=32 * 1024)
+    # The user jobs run as when the worker runs as root (never on Lambda, which runs functions as a
+    # user of its own); jobs then cannot read the worker's memory or files.
+    job_uid: int = Field(default=65534, ge=1)
+    job_gid: int = Field(default=65534, ge=1)
     lost_after_s: int = Field(default=60, ge=5)
     websocket_url: str | None = None  # wss:// URL clients connect to (answered in job links)
     ws_management_url: str | None = None  # https:// endpoint of the @connections management API

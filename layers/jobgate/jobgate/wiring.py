@@ -26,8 +26,10 @@ from jobgate.services.registry import Registry
 from jobgate.settings import Settings
 
 if TYPE_CHECKING:
+    from jobgate.services.executor import CommandRunner
     from jobgate.services.sweeper import Sweeper
     from jobgate.services.worker import WorkerService
+    from jobgate.services.zygote import Zygote
 
 
 @dataclass
@@ -167,7 +169,19 @@ class ApiServices:
         return UploadQuota(self.limits, bytes_per_day=self.settings.upload_bytes_per_day)
 
 
-def build_worker(settings: Settings, registry: Registry) -> WorkerService:
+def build_zygote(settings: Settings, registry: Registry) -> Zygote:
+    """The process the worker's commands are forked from (not started yet)."""
+    from jobgate.services.zygote import Zygote
+
+    egress = EgressPolicy(settings.egress_allow, s3_buckets=settings.s3_input_buckets)
+    job_user = (settings.job_uid, settings.job_gid)
+    return Zygote.serving(registry, egress, warm=settings.warm_command_sets, job_user=job_user)
+
+
+def build_worker(
+    settings: Settings, registry: Registry, runner: CommandRunner | None = None
+) -> WorkerService:
+    """The worker; its commands run in a zygote built from the same settings unless ``runner`` is given."""
     from jobgate.services.worker import WorkerConfig, WorkerService
 
     services = ApiServices(settings, registry, aws.BACKGROUND)
@@ -177,6 +191,7 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
         heartbeat_s=settings.cancel_poll_s,
         cancel_poll_s=min(0.25, settings.cancel_poll_s),
         max_attempts=settings.max_attempts,
+        max_log_bytes=settings.max_log_bytes,
         **({"work_root": settings.work_root} if settings.work_root is not None else {}),
     )
     return WorkerService(
@@ -188,6 +203,7 @@ def build_worker(settings: Settings, registry: Registry) -> WorkerService:
         egress=services.egress,
         advancer=services.advancer,
         queue=services.queue,
+        runner=runner if runner is not None else build_zygote(settings, registry),
     )
 
 

@@ -69,10 +69,12 @@ class EgressPolicy:
     def __init__(
         self, allow: Iterable[str] = (), *, resolver: Resolver = resolve, s3_buckets: Iterable[str] = ()
     ) -> None:
-        self._s3_buckets = {b.lower() for b in s3_buckets}
+        self.allow = tuple(allow)
+        self.s3_buckets = tuple(s3_buckets)
+        self._s3_buckets = {b.lower() for b in self.s3_buckets}
         self._networks: list[IPNetwork] = []
         self._hosts: set[str] = set()
-        for entry in allow:
+        for entry in self.allow:
             try:
                 self._networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:

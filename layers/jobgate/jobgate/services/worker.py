@@ -21,12 +21,12 @@ from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
-from jobgate.models import Job, JobError, JobResult, JobStatus, Output, tail, utcnow
+from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, announce
-from jobgate.services.executor import ExecResult, execute
+from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
 from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
@@ -54,6 +54,7 @@ class WorkerConfig:
     # How often the running command's supervisor looks at the cancel flag (a read, never a call).
     cancel_poll_s: float = 0.25
     max_attempts: int = 3
+    max_log_bytes: int = 64 * 1024 * 1024  # per stream; the stored log keeps its head and its tail
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jobgate")
 
     @property
@@ -190,6 +191,7 @@ class WorkerService:
         egress: EgressPolicy | None = None,
         advancer: Advancer | None = None,
         queue: JobQueue | None = None,
+        runner: CommandRunner | None = None,
     ) -> None:
         self._publisher = publisher
         self._advancer = advancer
@@ -203,6 +205,9 @@ class WorkerService:
         self._clock = clock
         self._parent_env = dict(parent_env if parent_env is not None else os.environ)
         self._catalog = OutputCatalog(blobs)
+        # The deployed worker runs commands in the zygote (wiring.build_worker); forking this process
+        # instead suits only command sets that exist in the caller, and shares its memory with them.
+        self._runner = runner if runner is not None else ForkRunner(self._guarded_target)
 
     def handle(self, job_id: str, *, remaining_s: Callable[[], float]) -> Job | None:
         """Run the job if this delivery should; answer the job as it ended, or None when skipped.
@@ -290,7 +295,7 @@ class WorkerService:
 
     def _run(self, job: Job, attempt: int, remaining_s: Callable[[], float]) -> Job:
         contract = self._registry.get(job.stage, job.command)
-        command_set = self._registry.command_set(contract.command_set)
+        self._registry.command_set(contract.command_set)  # not installed here: raise before staging
         deadline = time.monotonic() + remaining_s()
         workdir = self._config.work_root / f"{job.job_id}-{attempt}"
         shutil.rmtree(workdir, ignore_errors=True)
@@ -311,7 +316,7 @@ class WorkerService:
             clock=self._clock,
             progress=lambda: stream.progress,
         )
-        attempt_run = _Attempt(job, attempt, contract, command_set, workdir, logs, stream, lease, deadline)
+        attempt_run = _Attempt(job, attempt, contract, workdir, logs, stream, lease, deadline)
         try:
             with lease:
                 return self._attempt(attempt_run)
@@ -333,18 +338,21 @@ class WorkerService:
         logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv)
         stream.milestone(STARTED)
         budget = max(1.0, min(float(job.timeout_s), a.deadline - time.monotonic() - FINISH_MARGIN_S))
-        run = execute(
-            self._egress.guarded(a.command_set.run),
+        run = self._runner.run(
+            a.contract.command_set,
             argv,
             workdir=a.workdir,
             env=child_environment(self._parent_env, a.workdir),
-            timeout_s=budget,
             stdout_path=a.logs / "stdout",
             stderr_path=a.logs / "stderr",
-            should_cancel=lease.should_stop,
-            cancel_poll_s=self._config.cancel_poll_s,
-            on_output=stream.output,
-            on_tick=stream.tick,
+            watch=Watch(
+                timeout_s=budget,
+                should_cancel=lease.should_stop,
+                cancel_poll_s=self._config.cancel_poll_s,
+                on_output=stream.output,
+                on_tick=stream.tick,
+                max_log_bytes=self._config.max_log_bytes,
+            ),
         )
         stream.close()
         lease.check()
@@ -388,6 +396,9 @@ class WorkerService:
             except InvalidTransition:
                 job = self._store.get(job_id)
         return job
+
+    def _guarded_target(self, command_set: str) -> Callable[[list[str]], int | None]:
+        return self._egress.guarded(self._registry.command_set(command_set).run)
 
     def _stage_inputs(
         self, job: Job, workdir: Path, lease: Lease, stage_by: float
@@ -484,15 +495,18 @@ class WorkerService:
         )
 
     def _store_logs(self, a: _Attempt, upload_by: float) -> tuple[str, str]:
+        """Upload each whole log from disk (never read whole into memory); answer their tails."""
         job = a.job
         tails = []
         for stream in ("stdout", "stderr"):
             _in_time(upload_by, a.lease, "Uploading the logs")
             path = a.logs / stream
-            data = path.read_bytes() if path.exists() else b""
+            path.touch()
             key = log_key(job.tenant, job.job_id, a.attempt, stream)
-            self._blobs.put_bytes(key, data, "text/plain; charset=utf-8")
-            tails.append(tail(data))
+            self._blobs.upload_file(path, key, "text/plain; charset=utf-8")
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+                tails.append(tail(fh.read()))
         return tails[0], tails[1]
 
     def _finish(self, a: _Attempt, result: JobResult) -> Job:
@@ -560,7 +574,6 @@ class _Attempt:
     job: Job
     attempt: int
     contract: CommandContract
-    command_set: Any
     workdir: Path
     logs: Path
     stream: JobStream
