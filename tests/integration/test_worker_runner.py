@@ -23,6 +23,7 @@ from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import RunnerUnavailable
 from jobgate.models import LOG_TAIL_BYTES, Job, JobStatus, utcnow
+from jobgate.services.jobs import log_key
 from jobgate.services.registry import Registry
 from jobgate.services.worker import WorkerService
 from jobgate.settings import Settings
@@ -31,6 +32,7 @@ from ulid import ULID
 
 from tests.support.aws import Resources, create_resources
 from tests.support.commands import Probes, flood_lines, private_work_root
+from tests.support.strict import StrictAws
 
 pytestmark = pytest.mark.timeout(120)
 MARKER = re.compile(rb"\n?\[jobgate: (\d+) bytes of this stream were cut here; [^\]]*\]\n")
@@ -71,14 +73,14 @@ class Worker:
         return self.store.get(job.job_id)
 
     def stored_log(self, job: Job, stream: str) -> bytes:
-        key = f"logs/acme/{job.job_id}/{stream}.log"
+        key = log_key("acme", job.job_id, job.attempts, stream)
         body: bytes = boto3.client("s3").get_object(Bucket=self.resources.bucket_name, Key=key)["Body"].read()
         return body
 
 
 @pytest.fixture(autouse=True)
-def work_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = private_work_root(monkeypatch)
+def work_root(aws: StrictAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = private_work_root(monkeypatch)  # after `aws`, whose own work root it replaces
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

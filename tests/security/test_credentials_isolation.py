@@ -29,9 +29,11 @@ import pytest
 from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.models import Job, JobStatus, utcnow
+from jobgate_local.identities import assume
 from ulid import ULID
 
 from tests.support.aws import ROOT, create_resources
+from tests.support.strict import StrictAws
 from tests.support.worker_process import worker_command
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,12 +48,11 @@ class Credentials:
     session_token: str
 
     @classmethod
-    def fresh(cls) -> Credentials:
-        return cls(
-            "AKIAJG" + secrets.token_hex(7).upper(),
-            "jgsecret" + secrets.token_hex(16),
-            "jgtoken" + secrets.token_hex(24),
-        )
+    def fresh(cls, strict: StrictAws) -> Credentials:
+        """A new session of the worker's role: keys no other process has seen, which the local AWS
+        accepts as the worker's own (its IAM is checked as on AWS)."""
+        env = assume(strict.endpoint_url, strict.roles["worker"].arn, f"isolation-{secrets.token_hex(4)}")
+        return cls(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env["AWS_SESSION_TOKEN"])
 
     def env(self) -> dict[str, str]:
         return {
@@ -160,13 +161,13 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(http_aws: str) -> Iterator[WorkerProcess]:
-    resources = create_resources(suffix=secrets.token_hex(4))
+def worker_process(aws: StrictAws, http_aws: str) -> Iterator[WorkerProcess]:
+    resources = create_resources()  # the names the roles' policies name
     store = JobStore(aws_clients.dynamodb(), resources.table_name, timedelta(days=1))
     # Under /tmp, searchable by every user (a pytest tmp_path sits in a folder only root can enter).
     scratch = Path(tempfile.mkdtemp(prefix="jobgate-creds-"))
     scratch.chmod(0o755)
-    yield WorkerProcess(store, http_aws, resources.env(), scratch, Credentials.fresh())
+    yield WorkerProcess(store, http_aws, resources.env(), scratch, Credentials.fresh(aws))
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from ulid import ULID
 from tests.security.conftest import Api, assert_problem, create_key
 from tests.support.aws import Resources
 from tests.support.commands import Probes, private_work_root
+from tests.support.strict import StrictAws
 
 # -- the API refuses URLs to addresses a job may not reach --------------------------------------------
 
@@ -124,8 +125,8 @@ def test_host_names_are_judged_by_every_address_they_resolve_to() -> None:
 
 
 @pytest.fixture
-def work_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = private_work_root(monkeypatch)
+def work_root(aws: StrictAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = private_work_root(monkeypatch)  # after `aws`, whose own work root it replaces
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

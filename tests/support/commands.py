@@ -26,17 +26,16 @@ SLEEP = "/bin/sleep" if Path("/bin/sleep").exists() else "sleep"
 
 
 def private_work_root(monkeypatch: Any) -> Path:
-    """Point the worker's work folders (under tempfile.gettempdir()) at a new folder of the caller's.
+    """Point the worker's work folders (JOBGATE_WORK_ROOT) at a new folder of the caller's.
 
-    The default, /tmp/jobgate, is shared by every worker on the machine. The folder is searchable by
-    anyone: a job may run as another user. The caller removes it.
+    The folder is searchable by anyone, unlike a pytest tmp_path: a job may run as another user. The
+    caller removes it.
     """
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="jobgate-work-"))
     root.chmod(0o755)
-    monkeypatch.setenv("TMPDIR", str(root))
-    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("JOBGATE_WORK_ROOT", str(root / "jobgate"))
     return root
 
 
