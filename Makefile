@@ -93,9 +93,11 @@ manifest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-# The reliability suite at full size: 500 jobs from 20 concurrent clients, then every fault test.
+# The reliability suite at full size: 500 jobs from 20 concurrent clients, the 500-job soak under AWS
+# faults and killed workers (its figures in bench/soak.json), then every fault test.
 soak: $(STAMP)
-	JOBGATE_RELIABILITY_JOBS=500 $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
+	JOBGATE_RELIABILITY_JOBS=500 JOBGATE_SOAK_JOBS=500 JOBGATE_SOAK_REPORT=bench/soak.json \
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import httpx
 import numpy as np
 import pytest
@@ -242,3 +243,42 @@ def parent_pid(pid: int) -> int:
         if line.startswith("PPid:"):
             return int(line.split()[1])
     raise LookupError(pid)
+
+
+def jobs_by_status(api: httpx.Client) -> dict[str, list[str]]:
+    """Each status's list of this tenant's jobs, every page: what a client listing them would see."""
+    listed: dict[str, list[str]] = {}
+    for status in ("queued", "running", *sorted(TERMINAL)):
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"status": status, "limit": 100}
+            if cursor:
+                params["cursor"] = cursor
+            page = api.get("/v1/jobs", params=params)
+            assert page.status_code == 200, page.text
+            ids += [job["job_id"] for job in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if not cursor:
+                break
+        listed[status] = ids
+    return listed
+
+
+def status_events(stack: DevProcess, job_id: str) -> list[str]:
+    """The statuses the job's event stream announced (what a WebSocket subscriber replays)."""
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=stack.aws_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    items = ddb.query(
+        TableName=stack.resources["JobsTable"],
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :evt)",
+        ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":evt": {"S": "EVT#"}},
+        ConsistentRead=True,
+    )["Items"]
+    events = [item["event"]["M"] for item in items]
+    return [e["status"]["S"] for e in events if e["type"]["S"] == "status"]

@@ -13,12 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from jobgate_local.testing import DevProcess
 
-from tests.reliability.conftest import TERMINAL, Origin, fetch, heatmap, wait_for
+from tests.reliability.conftest import (
+    TERMINAL,
+    Origin,
+    fetch,
+    heatmap,
+    jobs_by_status,
+    status_events,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zyra, pytest.mark.timeout(1800)]
 
@@ -71,45 +78,6 @@ def _client(index: int, api: httpx.Client, asset_id: str, origin: Origin) -> Sub
     return submitted
 
 
-def _all_jobs_by_status(api: httpx.Client) -> dict[str, list[str]]:
-    """Each status's list of this tenant's jobs, every page: what a client listing them would see."""
-    listed: dict[str, list[str]] = {}
-    for status in ("queued", "running", *sorted(TERMINAL)):
-        ids: list[str] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"status": status, "limit": 100}
-            if cursor:
-                params["cursor"] = cursor
-            page = api.get("/v1/jobs", params=params)
-            assert page.status_code == 200, page.text
-            ids += [job["job_id"] for job in page.json()["items"]]
-            cursor = page.json()["next_cursor"]
-            if not cursor:
-                break
-        listed[status] = ids
-    return listed
-
-
-def _status_events(stack: DevProcess, job_id: str) -> list[str]:
-    """The statuses the job's event stream announced (what a WebSocket subscriber replays)."""
-    ddb = boto3.client(
-        "dynamodb",
-        endpoint_url=stack.aws_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    items = ddb.query(
-        TableName=stack.resources["JobsTable"],
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :evt)",
-        ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":evt": {"S": "EVT#"}},
-        ConsistentRead=True,
-    )["Items"]
-    events = [item["event"]["M"] for item in items]
-    return [e["status"]["S"] for e in events if e["type"]["S"] == "status"]
-
-
 def test_concurrent_clients_every_job_ends_once_as_it_should(
     api: httpx.Client, reliability_stack: DevProcess, origin: Origin, heatmap_asset: str
 ) -> None:
@@ -122,17 +90,17 @@ def test_concurrent_clients_every_job_ends_once_as_it_should(
     ids = {s.job_id: s for s in submitted if s.job_id is not None}
 
     def all_ended() -> bool:
-        listed = _all_jobs_by_status(api)
+        listed = jobs_by_status(api)
         return not ({*listed["queued"], *listed["running"]} & set(ids))
 
     wait_for(all_ended, timeout=60 + JOBS * 2.0, every=1.0)
 
-    listed = _all_jobs_by_status(api)
+    listed = jobs_by_status(api)
     wrong: list[str] = []
     for job_id, sub in ids.items():
         job = api.get(f"/v1/jobs/{job_id}").json()
         lists = [status for status, members in listed.items() if job_id in members]
-        statuses = _status_events(reliability_stack, job_id)
+        statuses = status_events(reliability_stack, job_id)
         ran = origin.count(sub.path) if sub.path else None
         problems = _check(sub, job, lists, statuses, ran)
         wrong += [f"{sub.kind} {job_id}: {p}" for p in problems]

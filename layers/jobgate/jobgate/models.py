@@ -119,6 +119,9 @@ class Job(BaseModel):
     outputs: list[Output] = Field(default_factory=list)
     output_count: int | None = None
     outputs_manifest: str | None = None
+    # The token of the last conditional write (JobStore._update): lets a writer whose answer was lost
+    # recognise its own write.
+    write_token: str | None = None
     attempts: int = 0
     timeout_s: int
     request_hash: str

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
+from ulid import ULID
 
 from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
 from jobgate.models import TERMINAL_STATUSES, Asset, AssetPage, Job, JobError, JobPage, JobResult, JobStatus
@@ -169,7 +170,16 @@ class JobStore:
             }
         }
         if job.run_id is None:
-            _guard(lambda: self._db.put_item(**put_job["Put"]))  # type: ignore[arg-type]
+            try:
+                self._db.put_item(**put_job["Put"])  # type: ignore[arg-type]
+            except ClientError as exc:
+                # The id is new: a job already under it is this very write, applied before its answer
+                # was lost and retried by the SDK.
+                if not (_is_conditional_failure(exc) and self.find(job.job_id) is not None):
+                    code = exc.response.get("Error", {}).get("Code")
+                    raise StoreError(f"DynamoDB call failed: {code}") from exc
+            except BotoCoreError as exc:
+                raise StoreError(f"DynamoDB unreachable: {exc}") from exc
             return job, True
         run_item = _marshal(
             {
@@ -192,7 +202,9 @@ class JobStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise StoreError("DynamoDB transaction failed") from exc
-            return self._existing_run(job), False
+            existing = self._existing_run(job)
+            # This transaction itself, applied before its answer was lost (the job id is new).
+            return existing, existing.job_id == job.job_id
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB unreachable: {exc}") from exc
         return job, True
@@ -244,8 +256,26 @@ class JobStore:
         return JobPage(items=items, next_cursor=_encode_cursor(last) if last else None)
 
     def _update(
-        self, job_id: str, update: str, condition: str, values: dict[str, Any], names: dict[str, str]
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+        *,
+        token: bool = False,
     ) -> Job:
+        """One conditional update of a job; InvalidTransition when its condition does not hold.
+
+        With ``token``, the update also writes a token of its own (``write_token``). A write whose
+        answer was lost (the connection dropped after DynamoDB applied it) is retried by the SDK, and the
+        retry finds the condition false: the job has moved, but by this very write. The token tells
+        that apart from another writer's move, so the caller goes on as the winner it is.
+        """
+        mine = str(ULID()) if token else None
+        if mine is not None:
+            update = _with_write_token(update)
+            values = {**values, ":write_token": {"S": mine}}
         try:
             got = self._db.update_item(
                 TableName=self._table,
@@ -258,6 +288,9 @@ class JobStore:
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
+                applied = self.find(job_id) if mine is not None else None
+                if applied is not None and applied.write_token == mine:
+                    return applied
                 raise InvalidTransition(f"Job '{job_id}' is not in a state that allows this.") from exc
             raise StoreError(f"DynamoDB update failed: {exc.response.get('Error', {}).get('Code')}") from exc
         except BotoCoreError as exc:
@@ -288,6 +321,7 @@ class JobStore:
             " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
             values,
             {"#status": "status"},
+            token=True,
         )
 
     def heartbeat(
@@ -354,6 +388,7 @@ class JobStore:
             "#status = :blocked",
             _values(blocked=JobStatus.BLOCKED.value, **self._queued_values(job, now)),
             {"#status": "status"},
+            token=True,
         )
 
     def requeue(self, job: Job, *, attempt: int, now: datetime) -> Job:
@@ -364,6 +399,7 @@ class JobStore:
             "#status = :running AND attempts = :a",
             _values(running=JobStatus.RUNNING.value, a=attempt, **self._queued_values(job, now)),
             {"#status": "status"},
+            token=True,
         )
 
     def confirm_enqueue(self, job: Job, *, now: datetime) -> bool:
@@ -519,6 +555,7 @@ class JobStore:
             condition,
             _values(**vals),
             {"#status": "status", "#error": "error", "#archive": "archive"},
+            token=True,
         )
 
     def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:
@@ -805,6 +842,13 @@ def _decode_cursor(cursor: str, pk_name: str, pk_value: str) -> dict[str, Any]:
     if not isinstance(key, dict) or key.get(pk_name) != {"S": pk_value}:
         raise invalid
     return key
+
+
+def _with_write_token(update: str) -> str:
+    """The update expression, also setting ``write_token`` (see JobStore._update)."""
+    if update.startswith("SET "):
+        return "SET write_token = :write_token, " + update[len("SET ") :]
+    return "SET write_token = :write_token " + update
 
 
 def epoch_ms(dt: datetime) -> int:

@@ -50,6 +50,7 @@ def public_job(job: Job) -> dict[str, Any]:
         "queued_at",
         "enqueued_at",
         "outputs_manifest",
+        "write_token",
     }
     view = job.model_dump(mode="json", exclude=hidden)
     view["output_count"] = job.total_outputs  # as the API's JobView answers it: never null

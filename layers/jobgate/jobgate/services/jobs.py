@@ -143,7 +143,10 @@ class JobService:
             created_at=self._clock(),
         )
         job, created = self._store.create(job)
-        if created:
+        if created or (job.status == JobStatus.QUEUED and job.enqueued_at is None):
+            # The same request again (same run_id) finds its job queued with no message recorded as
+            # sent: the first request's send failed or its answer was lost. A second message is
+            # harmless (a worker runs a job once); a job with none would wait for the sweeper.
             self._enqueue(job)
         return job, created
 
