@@ -35,6 +35,11 @@ PROGRESS_LINE = re.compile(r"^\s*progress:\s*(\d+(?:\.\d+)?)\s*(%?)\s*$", re.IGN
 WROTE_LINE = re.compile(r"^INFO:\s+(\S.*?)\s*$")
 
 STAGED, STARTED, EXITED = 0.1, 0.2, 0.9
+# The live stream is for people watching: past this much text a stream publishes one line saying where
+# the whole log is, and no more (the whole log, bounded by JOBGATE_MAX_LOG_BYTES, is stored either way).
+MAX_LIVE_LOG_CHARS = 8 * 1024 * 1024
+# A line with no end in sight (progress bars, binary output) is published in pieces of this size.
+MAX_PARTIAL_LINE_CHARS = LOG_TEXT_BYTES
 
 
 def public_job(job: Job) -> dict[str, Any]:
@@ -257,6 +262,7 @@ class JobStream:
         self._last_flush = 0.0
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
         self._partial = {"stdout": "", "stderr": ""}
+        self._live_chars = {"stdout": 0, "stderr": 0}
         self._pending: list[JobEvent] = []
         self._last_text_bytes = 0  # of the last pending event's text, as JSON
         self._progress = 0.0
@@ -282,9 +288,13 @@ class JobStream:
     def output(self, stream: str, chunk: bytes) -> None:
         text = self._partial[stream] + self._decoders[stream].decode(chunk)
         lines = text.split("\n")
-        self._partial[stream] = lines.pop()
+        partial = lines.pop()
         if lines:
             self._add_lines(stream, lines)
+        if len(partial) > MAX_PARTIAL_LINE_CHARS:
+            self._add_text(stream, partial)  # no line end yet: what there is goes out as it is
+            partial = ""
+        self._partial[stream] = partial
         self.tick()
 
     def tick(self) -> None:
@@ -330,7 +340,20 @@ class JobStream:
     def _add_lines(self, stream: str, lines: list[str]) -> None:
         for line in lines:
             self._read_progress(line)
-        text = "\n".join(lines) + "\n"
+        self._add_text(stream, "\n".join(lines) + "\n")
+
+    def _add_text(self, stream: str, text: str) -> None:
+        published = self._live_chars[stream]
+        if published > MAX_LIVE_LOG_CHARS:
+            return  # cut already, and said so
+        if published + len(text) > MAX_LIVE_LOG_CHARS:
+            text = (
+                f"\n[jobgate] the live {stream} stops here, after {MAX_LIVE_LOG_CHARS // 2**20} MiB; "
+                f"the whole log is at /v1/jobs/{self._job_id}/logs?stream={stream} once the job ends\n"
+            )
+            self._live_chars[stream] = MAX_LIVE_LOG_CHARS + 1
+        else:
+            self._live_chars[stream] = published + len(text)
         size = json_text_bytes(text)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.type == "log" and last.stream == stream:
