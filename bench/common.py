@@ -360,6 +360,129 @@ def zyra_api_server(workdir: Path) -> Iterator[str]:
             proc.wait(5)
 
 
+class PeerUnavailable(RuntimeError):
+    """A peer this machine cannot run; the benchmark reports it as skipped, with why."""
+
+
+def rq_peer_missing() -> str | None:
+    """Why zyra's production mode (RQ workers on Redis) cannot run here, or None when it can."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        return "no `redis-server` on PATH (Debian: apt-get install redis-server; `make bench` does, as root)"
+    if importlib.util.find_spec("rq") is None or not Path(sys.executable).with_name("rq").exists():
+        return "the `rq` package is not installed (`make bench` installs `rq<2`, which zyra's API works with)"
+    return None
+
+
+@contextlib.contextmanager
+def zyra_rq_server(workdir: Path, workers: int = 2) -> Iterator[str]:
+    """zyra's API in its production mode: async jobs on `workers` RQ workers over a private Redis.
+
+    Raises PeerUnavailable when Redis or rq is missing. Redis runs on a free loopback port with no
+    persistence; everything started here is stopped on the way out.
+    """
+    missing = rq_peer_missing()
+    if missing:
+        raise PeerUnavailable(missing)
+    redis_port = free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = {**zyra_env(workdir), "ZYRA_USE_REDIS": "1", "ZYRA_REDIS_URL": redis_url, "REDIS_URL": redis_url}
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (workdir / "zyra-rq.log").open("wb")
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        _wait_port(redis_port, procs[0])
+        rq = str(Path(sys.executable).with_name("rq"))
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [rq, "worker", "zyra", "--url", redis_url],
+                    cwd=workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        port = free_port()
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "zyra.api.server:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(api)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/docs", timeout=120, proc=api)
+        yield url
+    finally:
+        for proc in reversed(procs):  # the API, the workers, then Redis: nobody loses its server first
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"port {port}: the server exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def zyra_async_run(
+    zyra: httpx.Client, request: dict[str, Any], timeout: float = 120.0, every_s: float = 0.02
+) -> dict[str, Any]:
+    """One async job on zyra's API, from submit to its end, polled every `every_s`; the last status."""
+    answer = zyra.post("/v1/cli/run", json={**request, "mode": "async"}).json()
+    job_id = answer["job_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = zyra.get(f"/v1/jobs/{job_id}").json()
+        if status.get("status") in ("succeeded", "failed", "canceled"):
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"zyra's job {job_id} did not end within {timeout:.0f} s")
+        time.sleep(every_s)
+
+
 def zyra_heatmap_args(input_path: Path, output: Path) -> dict[str, Any]:
     """The same heatmap request for zyra's API (`args` keyed by dest, as jobgate's)."""
     return {"input": str(input_path), "output": str(output), **HEATMAP_FLAGS}

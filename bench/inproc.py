@@ -54,14 +54,19 @@ def stack_environment(endpoint_url: str, resources: Mapping[str, str], api_key: 
     }
 
 
-def load_handler(function: str, env: Mapping[str, str]) -> ModuleType:
-    """Import functions/<function>/app.py as Lambda's init does, with ``env`` set first."""
+def load_handler(function: str, env: Mapping[str, str], *, fresh_clients: bool = True) -> ModuleType:
+    """Import functions/<function>/app.py as Lambda's init does, with ``env`` set first.
+
+    With ``fresh_clients=False`` the handler shares the boto3 clients handlers loaded before it made
+    (as one process would), so hooks on those clients see its calls too.
+    """
     os.environ.update(env)
     from jobgate.adapters import aws
     from jobgate.settings import load_settings
 
     load_settings.cache_clear()
-    aws.reset_clients()
+    if fresh_clients:
+        aws.reset_clients()
     name = f"_bench_fn_{function}"
     spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
     assert spec is not None and spec.loader is not None
@@ -156,3 +161,32 @@ def counting_calls() -> Iterator[CallLog]:
         for client in clients:
             client.meta.events.unregister("before-call", unique_id="bench-before")
             client.meta.events.unregister("after-call", unique_id="bench-after")
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source hands a function for these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {
+                        "stringValue": v.get("StringValue"),
+                        "binaryValue": v.get("BinaryValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": v["DataType"],
+                    }
+                    for k, v in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in messages
+        ]
+    }

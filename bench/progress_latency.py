@@ -120,8 +120,8 @@ def main(args: argparse.Namespace) -> BenchResult:
         "line -> WebSocket client, p50 (local stack)",
         median(through_ws) if through_ws else None,
         "s",
-        target="p50 <= 300 ms",
-        target_max=0.3,
+        target="p50 <= 100 ms",
+        target_max=0.1,
         measured=bool(through_ws),
         note=""
         if through_ws
@@ -133,8 +133,8 @@ def main(args: argparse.Namespace) -> BenchResult:
             "line -> WebSocket client, p99 (local stack)",
             percentile(through_ws, 99) if through_ws else None,
             "s",
-            target="p99 <= 1 s",
-            target_max=1.0,
+            target="p99 <= 300 ms",
+            target_max=0.3,
             measured=bool(through_ws),
             note=figure.note,
         )

@@ -29,6 +29,7 @@ BENCHES = (
     "cold_start",
     "bytes",
     "memory",
+    "cost",
 )
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--keep", type=Path, help="also keep each benchmark's JSON in this folder")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHES)
     unknown = sorted(set(names) - set(BENCHES))
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"!!! {name} failed (exit {done.returncode})", flush=True)
                 continue
             results.append(json.loads(out.read_text()))
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / out.name).write_text(out.read_text())
     after = machine_info()
     args.output.write_text(render(results, failures, before, after, command, started, args.quick))
     print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
