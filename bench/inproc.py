@@ -51,7 +51,20 @@ def stack_environment(endpoint_url: str, resources: Mapping[str, str], api_key: 
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "Jobgate",
+        # A work root of this process's own: a worker's cold start empties its work root, and other
+        # workers on this machine (the local stack's, other people's) clean the shared default one.
+        "JOBGATE_WORK_ROOT": _private_work_root(),
     }
+
+
+def _private_work_root() -> str:
+    import atexit
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="jobgate-bench-work-")
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def load_handler(function: str, env: Mapping[str, str], *, fresh_clients: bool = True) -> ModuleType:

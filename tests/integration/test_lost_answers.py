@@ -86,7 +86,11 @@ def test_a_finish_whose_answer_was_lost_is_still_announced(
     client: Client, asset: str, drop_once: Callable[..., DropOnce], events: EventStore, store: JobStore
 ) -> None:
     job_id = client.submit(_heatmap(asset)).json()["job_id"]
-    drop = drop_once("UpdateItem", lambda body: ":finished_at" in body.get("ExpressionAttributeValues", {}))
+    # The end is one transaction: the job's terminal write and its last events.
+    drop = drop_once(
+        "TransactWriteItems",
+        lambda body: ":finished_at" in body["TransactItems"][0]["Update"]["ExpressionAttributeValues"],
+    )
     client.run_worker()
     assert drop.dropped, "no finish was dropped"
     done = store.get(job_id)

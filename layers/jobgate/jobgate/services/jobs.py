@@ -23,7 +23,18 @@ from jobgate.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from jobgate.models import Asset, AssetStatus, Job, JobError, JobPage, JobRequest, JobStatus, Output, utcnow
+from jobgate.models import (
+    Asset,
+    AssetStatus,
+    InputObject,
+    Job,
+    JobError,
+    JobPage,
+    JobRequest,
+    JobStatus,
+    Output,
+    utcnow,
+)
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce
@@ -124,7 +135,7 @@ class JobService:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
         invocation = self._registry.check(request.stage, request.command, request.args)
         timeout_s = self._timeout(request, invocation)
-        self.check_inputs(tenant, invocation)
+        staged = self.check_inputs(tenant, invocation)
         if self._admit is not None:
             self._admit(tenant, request, invocation)
         job = Job(
@@ -135,6 +146,7 @@ class JobService:
             command=invocation.contract.command,
             args=invocation.args,
             inputs=invocation.inputs,
+            input_objects=staged,
             timeout_s=timeout_s,
             max_attempts=request.max_attempts,
             retry_on_exit=request.retry_on_exit,
@@ -189,7 +201,10 @@ class JobService:
         self._store.link_retry(original, retry)
         return retry
 
-    def check_inputs(self, tenant: str, invocation: Invocation) -> None:
+    def check_inputs(self, tenant: str, invocation: Invocation) -> dict[str, InputObject]:
+        """Check every input asset is the tenant's, available and of a type the command takes; answer
+        where each one's file is, which the job records so its worker reads no asset."""
+        found: dict[str, InputObject] = {}
         for name, asset_id in invocation.inputs.items():
             try:
                 asset = self._store.get_asset(asset_id, tenant=tenant)
@@ -210,6 +225,8 @@ class JobService:
                     f"asset '{asset_id}' is {asset.media_type}.",
                     [{"loc": ["body", "args", name], "msg": f"media type {asset.media_type} not accepted"}],
                 )
+            found[asset_id] = InputObject(key=asset.key, size=asset.size)
+        return found
 
     def _enqueue(self, job: Job) -> None:
         try:

@@ -159,7 +159,7 @@ class PipelineService:
         registry: Registry,
         advancer: Advancer,
         *,
-        check_inputs: Callable[[str, Invocation], None],
+        check_inputs: Callable[[str, Invocation], object],
         timeout_for: Callable[[int | None, Invocation], int],
         admission: JobAdmission | None = None,
         ttl: timedelta,
