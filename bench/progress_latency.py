@@ -233,7 +233,7 @@ def _service_level(endpoint: str, resources: Any, api_key: str, ticker: Ticker, 
     events.put_connection("bench-conn", "default", utcnow())
     events.put_subscription(Subscription(job_id=job.job_id, connection_id="bench-conn"), utcnow())
     ticker.go.set()
-    done = service.handle(job.job_id, remaining_s=lambda: 900.0)
+    done = service.handle(job.job_id, remaining_s=lambda: 900.0, tenant=job.tenant)
     if done is None or done.status.value != "succeeded":
         raise RuntimeError(f"the ticker job did not succeed: {done}")
     return recorder.latencies

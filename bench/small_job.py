@@ -272,6 +272,10 @@ def _worker_anatomy(
     store = service._store
     from jobgate.services.executor import ForkRunner
 
+    # Without the zygote, each job's child is forked from the worker itself, warmed as the zygote is.
+    registry = service._registry
+    registry.command_set(registry.get("visualize", "heatmap").command_set).warm()
+
     # With the zygote (as deployed: exec'd clean, imports warm, one child forked ahead) and without it
     # (each job's child forked from the worker itself, imports as warm), taking turns.
     runners = {"zygote": service._runner, "fork": ForkRunner(service._guarded_target)}
@@ -299,7 +303,7 @@ def _worker_anatomy(
                     job = _anatomy_job(store, asset_id)
                     service._runner = runner
                     begun = time.perf_counter()
-                    done = service.handle(job.job_id, remaining_s=lambda: 900.0)
+                    done = service.handle(job.job_id, remaining_s=lambda: 900.0, tenant=job.tenant)
                     handle_times[mode].append(time.perf_counter() - begun)
                     if done is None or done.status.value != "succeeded":
                         raise RuntimeError(f"in-process worker did not succeed: {done}")
@@ -325,10 +329,12 @@ def _worker_anatomy(
 
 
 def _anatomy_job(store: Any, asset_id: str) -> Any:
-    """A heatmap job recorded as the API records it, for the in-process worker."""
-    from jobgate.models import Job, utcnow
+    """A heatmap job recorded as the API records it (where its input's file is, too), for the
+    in-process worker."""
+    from jobgate.models import InputObject, Job, utcnow
     from ulid import ULID
 
+    asset = store.get_asset(asset_id, tenant="default")
     job = Job(
         job_id=str(ULID()),
         tenant="default",
@@ -336,6 +342,7 @@ def _anatomy_job(store: Any, asset_id: str) -> Any:
         command="heatmap",
         args={"input": f"asset://{asset_id}", "output": "map.png", **HEATMAP_FLAGS},
         inputs={"input": asset_id},
+        input_objects={asset_id: InputObject(key=asset.key, size=asset.size)},
         timeout_s=60,
         request_hash="bench",
         created_at=utcnow(),
