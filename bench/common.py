@@ -251,6 +251,47 @@ def dev_stack(
                 dev.stop()
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds it used, its reaped children's included), for every process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            # After the command: state, ppid, ..., utime (12), stime, cutime, cstime (15), 0-based from state.
+            cpu = sum(int(f) for f in fields[11:15]) / ticks
+            table[int(entry.name)] = (int(fields[1]), cpu)
+    return table
+
+
+def cpu_by_part(dev: DevProcess) -> dict[str, float]:
+    """CPU seconds used so far by each part of the local stack: moto, each function's sandboxes (with
+    the zygote and the jobs they fork), and the stack's own process (gateways, SQS pollers)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(root: int) -> float:
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            todo += children.get(pid, [])
+        return total
+
+    parts: dict[str, float] = {}
+    if dev.state.get("moto_pid"):
+        parts["moto"] = tree(int(dev.state["moto_pid"]))
+    for logical_id in dev.state.get("functions", {}):
+        parts[logical_id] = sum(tree(pid) for pid in function_pids(dev, logical_id))
+    own = table.get(int(dev.state["pid"]), (0, 0.0))[1]
+    parts["stack (gateways, pollers)"] = own
+    return parts
+
+
 def api_client(dev: DevProcess, timeout: float = 60.0) -> httpx.Client:
     return httpx.Client(base_url=dev.http_url, headers={"X-API-Key": dev.api_key}, timeout=timeout)
 
@@ -336,6 +377,24 @@ def zyra_env(workdir: Path) -> dict[str, str]:
     return env
 
 
+# The peers' server processes by base URL, for the benches that read their CPU time.
+PEER_PIDS: dict[str, list[int]] = {}
+
+
+def cpu_of(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by these processes and all their descendants."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, list(pids)
+    while todo:
+        pid = todo.pop()
+        total += table.get(pid, (0, 0.0))[1]
+        todo += children.get(pid, [])
+    return total
+
+
 @contextlib.contextmanager
 def zyra_api_server(workdir: Path) -> Iterator[str]:
     """zyra's own API server (`uvicorn zyra.api.server:app`) on a free loopback port; its base URL."""
@@ -348,6 +407,7 @@ def zyra_api_server(workdir: Path) -> Iterator[str]:
         stderr=(workdir / "zyra-api.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
+    PEER_PIDS[url] = [proc.pid]
     try:
         wait_http(f"{url}/docs", timeout=120, proc=proc)
         yield url
@@ -442,6 +502,7 @@ def zyra_rq_server(workdir: Path, workers: int = 2) -> Iterator[str]:
         )
         procs.append(api)
         url = f"http://127.0.0.1:{port}"
+        PEER_PIDS[url] = [proc.pid for proc in procs]
         wait_http(f"{url}/docs", timeout=120, proc=api)
         yield url
     finally:

@@ -23,10 +23,13 @@ from typing import Any
 import httpx
 from common import (
     HEATMAP_FLAGS,
+    PEER_PIDS,
     BenchResult,
     Figure,
     PeerUnavailable,
     api_client,
+    cpu_by_part,
+    cpu_of,
     dev_stack,
     median,
     run_bench,
@@ -48,6 +51,7 @@ def main(args: argparse.Namespace) -> BenchResult:
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
     theirs_rq: list[dict[str, float]] = []
+    cpu: list[dict[str, float]] = []  # CPU seconds per job, by part of the local stack
     rq_skipped = ""
     with tempfile.TemporaryDirectory(prefix="bench-tput-") as tmp_name:
         tmp = Path(tmp_name)
@@ -77,10 +81,15 @@ def main(args: argparse.Namespace) -> BenchResult:
                 if rq is not None:
                     _zyra_run(rq, field, tmp / "rq" / "warm", 4)
                 for _ in range(runs):
+                    before_peer = cpu_of(PEER_PIDS[zyra_url])
                     theirs.append(_zyra_run(zyra, field, tmp / f"zyra-{len(theirs)}", JOBS))
+                    theirs[-1]["cpu_s_per_job"] = (cpu_of(PEER_PIDS[zyra_url]) - before_peer) / JOBS
                     if rq is not None:
                         theirs_rq.append(_zyra_run(rq, field, tmp / "rq" / f"run-{len(theirs_rq)}", JOBS))
+                    before = cpu_by_part(dev)
                     ours.append(_jobgate_run(api, body, JOBS))
+                    after = cpu_by_part(dev)
+                    cpu.append({k: (after.get(k, 0.0) - before.get(k, 0.0)) / JOBS for k in after})
 
     done = median([r["completed_per_s"] for r in ours])
     peer_done = median([r["completed_per_s"] for r in theirs])
@@ -113,7 +122,14 @@ def main(args: argparse.Namespace) -> BenchResult:
             peer_value=median([r["accepted_per_s"] for r in theirs]),
         ),
     ]
-    result.details = {"runs": runs, "jobgate": ours, "zyra_api": theirs, "zyra_api_rq": theirs_rq}
+    cpu_per_job = {k: median([c[k] for c in cpu]) for k in cpu[0]} if cpu else {}
+    result.details = {
+        "runs": runs,
+        "jobgate": ours,
+        "zyra_api": theirs,
+        "zyra_api_rq": theirs_rq,
+        "cpu_s_per_job": cpu_per_job,
+    }
     per_worker = 2 / done
     result.notes.append(
         f"All {JOBS} jobs of every run succeeded with their PNG, on both sides. With 2 workers each job "
@@ -129,6 +145,19 @@ def main(args: argparse.Namespace) -> BenchResult:
             "published, the message deleted, the next one received, read and claimed): the job's "
             "sequential DynamoDB/S3/SQS round trips (bench 2 counts them) and the forked command, on 2 "
             "cores shared with moto and the API."
+        )
+        busy = sum(cpu_per_job.values())
+        peer_cpu = median([r["cpu_s_per_job"] for r in theirs])
+        parts = ", ".join(
+            f"{k} {v * 1000:.0f} ms" for k, v in sorted(cpu_per_job.items(), key=lambda kv: -kv[1])
+        )
+        result.notes.append(
+            f"CPU per jobgate job, by part of the local stack (from /proc, medians of the runs): {parts}; "
+            f"{busy * 1000:.0f} ms in all, so 2 cores cannot complete more than {2 / busy:.1f} jobs/s "
+            f"here, however the work is spread. zyra's server uses {peer_cpu * 1000:.0f} ms of CPU per job "
+            "(one warm process, no durable step, no other process on the path)."
+            if busy
+            else "CPU per job was not measured."
         )
         result.notes.append(
             f"Missed: {done:.1f} jobs/s is {done / peer_done:.2f}x zyra's {peer_done:.1f}. zyra's server "

@@ -271,7 +271,9 @@ class JobStream:
         self.on_pending = on_pending
         # The command's output arrives on the supervisor's callback thread, takes on the log's thread.
         self._lock = threading.RLock()
+        # When (monotonic) the oldest event not yet taken arrived, and the oldest of the command's output.
         self._pending_since: float | None = None
+        self._output_since: float | None = None
         self._workdir = workdir
         self._expected = expected_outputs
         self._interval = interval_s
@@ -294,6 +296,12 @@ class JobStream:
     def pending_since(self) -> float | None:
         """When (monotonic) the oldest event not yet taken arrived; None when there is none."""
         return self._pending_since
+
+    @property
+    def output_since(self) -> float | None:
+        """When (monotonic) the oldest output of the command not yet taken arrived (a status or a
+        milestone alone does not count); None when there is none."""
+        return self._output_since
 
     def milestone(self, value: float) -> None:
         self._set_progress(value)
@@ -343,6 +351,7 @@ class JobStream:
             events = self._pending
             self._pending = []
             self._pending_since = None
+            self._output_since = None
             if self._progress > self._published_progress:
                 events.append(
                     JobEvent(type="progress", job_id=self._job_id, progress=round(self._progress, 4))
@@ -358,9 +367,11 @@ class JobStream:
             self._published_progress = 1.0
         return _one_progress_per_run([*events, status])
 
-    def _mark_pending(self) -> None:
+    def _mark_pending(self, *, output: bool = False) -> None:
         if self._pending_since is None:
             self._pending_since = self._now()
+        if output and self._output_since is None:
+            self._output_since = self._now()
 
     def status(self, job: Job) -> None:
         """The job's terminal (or running) status, always after every log event."""
@@ -404,7 +415,7 @@ class JobStream:
             self._live_chars[stream] = MAX_LIVE_LOG_CHARS + 1
         else:
             self._live_chars[stream] = published + len(text)
-        self._mark_pending()
+        self._mark_pending(output=True)
         size = json_text_bytes(text)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.type == "log" and last.stream == stream:
@@ -467,15 +478,17 @@ class AttemptLog:
     event, and a writer always knows whether anybody is subscribed: a subscription that came in
     between makes the write miss, and the retry knows.
 
-    A thread of its own writes what the job's stream holds once it is due: WATCHED_EVERY_S after the
-    oldest pending event when the job has subscribers, UNWATCHED_EVERY_S otherwise (then the log is only
-    for a subscriber to come, and a short job writes its whole log with its end). After each write the
-    new events are sent to the subscribers. A failure to write is logged and the batch dropped; the
-    whole logs are in S3 when the job ends.
+    A thread of its own writes what the job's stream holds once it is due (WATCHED_EVERY_S and
+    UNWATCHED_EVERY_S say when): without subscribers the log serves only one still to come, and a short
+    job writes its whole log with its end. After each write the new events are sent to the subscribers.
+    A failure to write is logged and the batch dropped; the whole logs are in S3 when the job ends.
     """
 
-    WATCHED_EVERY_S = 0.15
-    UNWATCHED_EVERY_S = 1.0
+    # With subscribers, what is pending is written at once, but at most once every WATCHED_EVERY_S (a
+    # burst of lines goes out together); without, the command's output waits UNWATCHED_EVERY_S to be
+    # written with what follows it, and a status or a milestone alone waits for the next write.
+    WATCHED_EVERY_S = 0.1
+    UNWATCHED_EVERY_S = 0.25
 
     def __init__(
         self,
@@ -502,6 +515,7 @@ class AttemptLog:
         self._cond = threading.Condition()
         self._stopped = False
         self._lost = False
+        self._last_write = float("-inf")
         self._thread = threading.Thread(target=self._run, name=f"events-{job.job_id}", daemon=True)
         stream.on_pending = self._wake
 
@@ -524,6 +538,7 @@ class AttemptLog:
 
     def flush(self) -> None:
         """Write what the stream holds now (a failure is logged, the batch dropped)."""
+        self._last_write = self._now()
         events = self._stream.take()
         if not events or self._lost:
             return
@@ -545,10 +560,11 @@ class AttemptLog:
             self._cond.notify_all()
 
     def _due(self) -> float | None:
-        since = self._stream.pending_since
-        if since is None:
-            return None
-        return since + (self.WATCHED_EVERY_S if self._watchers > 0 else self.UNWATCHED_EVERY_S)
+        if self._watchers > 0:
+            since = self._stream.pending_since
+            return None if since is None else max(since, self._last_write + self.WATCHED_EVERY_S)
+        output = self._stream.output_since
+        return None if output is None else output + self.UNWATCHED_EVERY_S
 
     def _run(self) -> None:
         while True:
