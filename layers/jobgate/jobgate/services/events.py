@@ -331,8 +331,8 @@ class JobStream:
         self.tick()
 
     def tick(self) -> None:
-        if self._now() - self._last_flush >= self._interval:
-            self.flush()
+        if self.on_pending is not None or self._now() - self._last_flush >= self._interval:
+            self.flush()  # a taker is told at once: it decides when to write
 
     def close(self) -> None:
         """The command has exited: publish what remains, the last partial lines included."""
