@@ -358,13 +358,16 @@ def _measure(dev: Any, asset_id: str, rounds: int) -> dict[str, Any]:
     for budget, function in ((aws.API, "api"), (aws.BACKGROUND, "worker")):
         for make in (aws.dynamodb, aws.sqs, aws.s3):
             meter.attach(make(budget), function)
-    real_wait = JobService.wait
+    from jobgate.services.limits import JobAdmission, RateLimiter
 
-    def wait(self: JobService, *a: Any, **kw: Any) -> Any:
-        with phase("sync-wait"):
-            return real_wait(self, *a, **kw)
-
-    JobService.wait = wait  # type: ignore[method-assign]
+    patched = [
+        (JobService, "wait", "sync-wait"),
+        (RateLimiter, "take", "limits"),
+        (JobAdmission, "check_active", "limits"),
+    ]
+    originals = [(cls, name, getattr(cls, name)) for cls, name, _ in patched]
+    for cls, name, label in patched:
+        setattr(cls, name, _in_phase(getattr(cls, name), label))
     body = {
         "stage": "visualize",
         "command": "heatmap",
@@ -395,8 +398,17 @@ def _measure(dev: Any, asset_id: str, rounds: int) -> dict[str, Any]:
             meter.capacity = False
             sweep = _sweeper_run(sweeper_fn, meter)
     finally:
-        JobService.wait = real_wait  # type: ignore[method-assign]
+        for cls, name, original in originals:
+            setattr(cls, name, original)
     return {"passes": passes, "sweep": sweep}
+
+
+def _in_phase(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with phase(label):
+            return method(*args, **kwargs)
+
+    return run
 
 
 @contextmanager
@@ -554,40 +566,88 @@ def fargate_per_1000(jobs_a_month: int) -> float:
     return month / jobs_a_month * 1000
 
 
+def _requests(job: dict[str, Any], prefix: str) -> float:
+    return float(sum(v for k, v in job["requests"].items() if k.split(" ", 1)[0] == prefix))
+
+
 def _report(result: BenchResult, measured: dict[str, Any], rounds: int) -> BenchResult:
     job = per_job(measured, rounds)
     memory = _memory_mb()
     lines = costs_per_1000(job, memory)
-    total = sum(lines.values())
     fixed = monthly_fixed(measured["sweep"], memory)
     fixed_month = sum(fixed.values())
-    on_path = {k: v for k, v in job["requests"].items() if not k.startswith(("api/sync-wait",))}
-    worker_requests = sum(v for k, v in job["requests"].items() if k.startswith("worker "))
-    all_requests = sum(on_path.values())
-    wait_requests = sum(v for k, v in job["requests"].items() if k.startswith("api/sync-wait"))
+    before = _baseline()
+    old_job = before["details"]["per_job"] if before else None
+    old_lines = before["details"]["usd_per_1000_jobs"] if before else None
+
+    def counted(j: dict[str, Any]) -> dict[str, float]:
+        return {
+            "worker": _requests(j, "worker"),
+            "api": _requests(j, "api"),
+            "limits": _requests(j, "api/limits"),
+            "wait": _requests(j, "api/sync-wait"),
+        }
+
+    now_n = counted(job)
+    old_n = counted(old_job) if old_job else None
+    issue = sum(v for k, v in lines.items() if k in ISSUE_LINES)
+    old_issue = sum(v for k, v in old_lines.items() if k in ISSUE_LINES) if old_lines else None
+    peer = f"today's main ({before['commit']})" if before else ""
     result.figures += [
         Figure(
             "AWS requests per small job, worker (claim -> end)",
-            worker_requests,
+            now_n["worker"],
             "requests",
+            peer_label=peer,
+            peer_value=old_n["worker"] if old_n else None,
             target="<= 8 on the job's path",
             target_max=8,
         ),
         Figure(
-            "AWS requests per small job, in all (API + worker + SQS event source; sync reads apart)",
-            all_requests,
+            "AWS requests per small job, worker + API (limits off, as benches 1-3 run)",
+            now_n["worker"] + now_n["api"],
             "requests",
+            peer_label=peer,
+            peer_value=old_n["worker"] + old_n["api"] if old_n else None,
             target="<= 10 in all",
             target_max=10,
         ),
-        Figure("sync-mode reads of the job per small job", wait_requests, "requests"),
-        Figure("cost per 1,000 small jobs (usage only)", total, "USD"),
+        Figure(
+            "... and the rate limiter and active-job count a deployment runs by default",
+            now_n["limits"],
+            "requests",
+            peer_label=peer,
+            peer_value=old_n["limits"] if old_n else None,
+        ),
+        Figure(
+            "sync-mode reads of the job per small job",
+            now_n["wait"],
+            "requests",
+            peer_label=peer,
+            peer_value=old_n["wait"] if old_n else None,
+        ),
+        Figure(
+            "cost per 1,000 small jobs: DynamoDB, S3, SQS, API Gateway, Lambda",
+            issue,
+            "USD",
+            peer_label=peer,
+            peer_value=old_issue,
+            target="<= 0.5x today's",
+            target_ratio=0.5 if old_issue else None,
+        ),
+        Figure(
+            "... with CloudWatch Logs and X-Ray (every invocation traced)",
+            sum(lines.values()),
+            "USD",
+            peer_label=peer,
+            peer_value=sum(old_lines.values()) if old_lines else None,
+        ),
     ]
     for jobs_a_month in (10_000, 1_000_000):
-        ours = total + fixed_month / jobs_a_month * 1000
+        ours = sum(lines.values()) + fixed_month / jobs_a_month * 1000
         result.figures.append(
             Figure(
-                f"cost per 1,000 jobs at {jobs_a_month:,} jobs/month (usage + fixed)",
+                f"cost per 1,000 jobs at {jobs_a_month:,} jobs/month (all lines + fixed)",
                 ours,
                 "USD",
                 peer_label="zyra's API on one always-on Fargate task",
@@ -606,6 +666,12 @@ def _report(result: BenchResult, measured: dict[str, Any], rounds: int) -> Bench
     result.notes.append(
         "Requests per job: " + ", ".join(f"{k} x{v:g}" for k, v in job["requests"].items()) + "."
     )
+    if old_job:
+        result.notes.append(
+            "Today's main, same run of this bench on it: "
+            + ", ".join(f"{k} x{v:g}" for k, v in old_job["requests"].items())
+            + "."
+        )
     result.notes.append(
         "DynamoDB units per job: writes "
         + ", ".join(f"{k} {v:g}" for k, v in job["wru_table"].items())
@@ -616,9 +682,45 @@ def _report(result: BenchResult, measured: dict[str, Any], rounds: int) -> Bench
         + "."
     )
     result.notes.append(
-        "USD per 1,000 jobs: " + ", ".join(f"{k} {v:.5f}" for k, v in lines.items()) + f"; total {total:.4f}."
+        "USD per 1,000 jobs, line by line (now | today's main): "
+        + "; ".join(
+            f"{k} {v:.5f}" + (f" | {old_lines[k]:.5f}" if old_lines and k in old_lines else "")
+            for k, v in lines.items()
+        )
+        + f". Lambda at the template's memory: API {memory['api']} MB for {job['api_s'] * 1000:.0f} ms "
+        f"(a sync request waits for its job), worker {memory['worker']} MB for {job['worker_s'] * 1000:.0f} "
+        "ms (handlers timed in this one process, so each also waits on the other for the GIL)."
+    )
+    result.notes.append(
+        "Fixed a month, with no job at all: "
+        + ", ".join(f"{k} ${v:.2f}" for k, v in fixed.items())
+        + f". zyra's API on one always-on Fargate task ({FARGATE_VCPU:g} vCPU, {FARGATE_GB:g} GB, its RQ "
+        f"worker and Redis in the same task, a public IPv4 address, no load balancer): "
+        f"${fargate_per_1000(1000):.2f} a month whatever it runs."
     )
     return result
+
+
+# The lines the cost target counts (the requests, the item writes and Lambda's GB-seconds).
+ISSUE_LINES = (
+    "DynamoDB writes",
+    "DynamoDB reads",
+    "S3 requests",
+    "SQS requests",
+    "HTTP API requests",
+    "Lambda GB-seconds",
+    "Lambda requests",
+)
+
+
+def _baseline() -> dict[str, Any] | None:
+    """This bench's result on today's main, kept in bench/baseline/ (the commit it ran on, in its notes)."""
+    path = Path(__file__).resolve().parent / "baseline" / "cost.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    data.setdefault("commit", "main")
+    return data
 
 
 if __name__ == "__main__":

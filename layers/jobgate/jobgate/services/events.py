@@ -488,7 +488,7 @@ class AttemptLog:
     # burst of lines goes out together); without, the command's output waits UNWATCHED_EVERY_S to be
     # written with what follows it, and a status or a milestone alone waits for the next write.
     WATCHED_EVERY_S = 0.1
-    UNWATCHED_EVERY_S = 0.25
+    UNWATCHED_EVERY_S = 0.2
 
     def __init__(
         self,
