@@ -108,7 +108,8 @@ def figure_line(fig: Figure) -> str:
         return f"{fig.label}: not measured yet ({fig.note})"
     text = f"{fig.label}: {fmt(fig.value, fig.unit)}"
     if fig.peer_value is not None:
-        text += f" | {fig.peer_label}: {fmt(fig.peer_value, fig.unit)} | ratio {fig.ratio:.2f}x"
+        text += f" | {fig.peer_label}: {fmt(fig.peer_value, fig.unit)}"
+        text += f" | ratio {fig.ratio:.2f}x" if fig.ratio is not None else ""
     if fig.target:
         verdict = {True: "met", False: "MISSED", None: "-"}[fig.met]
         text += f" | target {fig.target}: {verdict}"
