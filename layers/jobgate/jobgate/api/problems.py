@@ -97,15 +97,19 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     return problem(request, exc.status_code, slug=_http_slug(exc.status_code), detail=detail, headers=headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes on this path: each method is a route of its own, and Starlette's
-    405 names only the first route that matched the path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method some route takes on this path: each method is a route of its own, and the router's
+    405 names only the first that matched the path. Asked of the router itself, method by method."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return sorted(allowed)
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
