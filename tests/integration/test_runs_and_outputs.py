@@ -206,7 +206,9 @@ def test_an_output_over_a_mebibyte_redirects_to_storage(stack: Stack) -> None:
 # -- dry runs --------------------------------------------------------------------------------------
 
 
-def test_a_dry_run_answers_what_would_run_and_writes_nothing(stack: Stack, make_asset: Any, tmp_path: Any) -> None:
+def test_a_dry_run_answers_what_would_run_and_writes_nothing(
+    stack: Stack, make_asset: Any, tmp_path: Any
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("a line\n")
     asset = make_asset(notes, "text/plain")
@@ -250,7 +252,9 @@ def test_a_bad_dry_run_is_refused_with_the_problem_a_submit_gets(stack: Stack) -
     conflict = problem(stack.submit(output="b.json", run_id="taken", dry_run=True), 409, "run-id-conflict")
     assert "job_id" in conflict
     again = stack.submit(output="a.json", run_id="taken", dry_run=True).json()
-    assert again["warnings"] == [f"run_id 'taken' names job {conflict['job_id']} already: a submit answers that job."]
+    assert again["warnings"] == [
+        f"run_id 'taken' names job {conflict['job_id']} already: a submit answers that job."
+    ]
 
 
 # -- job:// inputs ---------------------------------------------------------------------------------
@@ -293,7 +297,11 @@ def test_job_inputs_are_checked_before_anything_is_queued(stack: Stack) -> None:
     for ref, status, slug in cases:
         problem(stack.submit(input=ref, output="copy.json"), status, slug)
     other = create_key("globex")
-    problem(stack.submit(input=f"job://{done['job_id']}/answer.json", output="c.json", key=other), 404, "not-found")
+    problem(
+        stack.submit(input=f"job://{done['job_id']}/answer.json", output="c.json", key=other),
+        404,
+        "not-found",
+    )
     jobs = stack.call("GET", "/v1/jobs").json()["items"]
     assert len(jobs) == 3  # only the three upstream jobs: nothing refused was written
 
@@ -334,8 +342,12 @@ def test_the_event_long_poll_waits_as_long_as_asked_and_no_longer(stack: Stack) 
     assert answer.json() == {"events": [], "next_after_seq": 0, "done": False}
     assert 0.9 <= took < 5
     for bad in ("21", "-1", "soon"):
-        problem(stack.call("GET", f"/v1/jobs/{job['job_id']}/events", query={"wait_s": bad}), 422, "validation")
-    problem(stack.call("GET", f"/v1/jobs/{job['job_id']}/events", query={"after_seq": "-1"}), 422, "validation")
+        problem(
+            stack.call("GET", f"/v1/jobs/{job['job_id']}/events", query={"wait_s": bad}), 422, "validation"
+        )
+    problem(
+        stack.call("GET", f"/v1/jobs/{job['job_id']}/events", query={"after_seq": "-1"}), 422, "validation"
+    )
     problem(stack.call("GET", "/v1/jobs/01JD7Q9A1B2C3D4E5F6G7H8J9K/events"), 404, "not-found")
 
 
