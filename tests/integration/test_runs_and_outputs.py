@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import yaml
 from jobgate.services.registry import Registry
 from jobgate.services.worker import WorkerService
 from jobgate.services.zygote import Zygote
@@ -27,6 +28,8 @@ from tests.support.aws import Resources
 from tests.support.commands import Files, private_work_root
 from tests.support.lambdas import HttpAnswer, call_api
 from tests.support.strict import as_function
+from tests.unit.test_asyncapi import DOC_PATH, payload_validator
+from tests.unit.test_asyncapi import EVENTS as EVENT_SCHEMAS
 
 pytestmark = pytest.mark.timeout(120)
 PROBLEM = "application/problem+json"
@@ -325,6 +328,9 @@ def test_the_event_long_poll_follows_a_job_to_its_end(stack: Stack, monkeypatch:
     assert types[0] == "status" and types[-1] == "status"
     assert waited["events"][-1]["status"] == "succeeded" and waited["done"] is True
     assert any(e["type"] == "log" and "wrote answer.json" in e["text"] for e in waited["events"])
+    documented = yaml.safe_load(DOC_PATH.read_text())
+    for event in waited["events"]:  # the same messages as the WebSocket's, as documented
+        payload_validator(documented, EVENT_SCHEMAS[event["type"]]).validate(event)
 
     after = stack.call("GET", events, query={"after_seq": str(seqs[-1]), "wait_s": "20"}).json()
     assert after == {"events": [], "next_after_seq": seqs[-1], "done": True}

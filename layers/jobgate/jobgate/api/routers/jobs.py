@@ -106,7 +106,10 @@ def retry_job(
 
 
 @router.get(
-    "/{job_id}/events", response_model=EventPage, responses={404: _PROBLEMS[404], 422: _PROBLEMS[422]}
+    "/{job_id}/events",
+    response_model=EventPage,
+    response_model_exclude_none=True,  # each event as the WebSocket sends it (docs/asyncapi.yaml)
+    responses={404: _PROBLEMS[404], 422: _PROBLEMS[422]},
 )
 def job_events(
     job_id: str,
