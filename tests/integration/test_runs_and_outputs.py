@@ -394,3 +394,35 @@ def test_bad_labels_are_refused(stack: Stack) -> None:
     assert upload(stack, "a.txt", {f"k{i}": "v" * 128 for i in range(10)}).status == 201
     for bad in ("no-colon", ":value", "UP:x"):
         problem(stack.call("GET", "/v1/assets", query={"label": bad}), 422, "validation")
+
+
+def test_a_pipeline_step_reads_an_earlier_jobs_output(stack: Stack) -> None:
+    upstream = stack.submitted_and_run(output="answer.json")
+    steps = [
+        {
+            "name": "copy",
+            "stage": "files",
+            "command": "write",
+            "args": {"input": f"job://{upstream['job_id']}/answer.json", "output": "copy.json"},
+        },
+        {
+            "name": "again",
+            "stage": "files",
+            "command": "write",
+            "args": {"input": "step://copy/copy.json", "output": "again.json"},
+        },
+    ]
+    submitted = stack.call("POST", "/v1/pipelines", body={"steps": steps})
+    assert submitted.status == 201, submitted.body
+    jobs = {s["name"]: s["job"] for s in submitted.json()["steps"]}
+    assert (
+        jobs["copy"]["status"] == "queued" and jobs["again"]["status"] == "blocked"
+    )  # job:// waits for nothing
+    stack.work(jobs["copy"]["job_id"])
+    stack.work(jobs["again"]["job_id"])
+    again = stack.call("GET", f"/v1/jobs/{jobs['again']['job_id']}/outputs/again.json")
+    assert again.status == 200, again.body
+    assert again.body == ANSWER + b"copied\ncopied\n"
+    waiting = stack.submit(output="late.json").json()
+    late = [{**steps[0], "args": {"input": f"job://{waiting['job_id']}/late.json", "output": "c.json"}}]
+    problem(stack.call("POST", "/v1/pipelines", body={"steps": late}), 409, "job-not-succeeded")
