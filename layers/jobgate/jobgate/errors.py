@@ -57,6 +57,18 @@ class AssetNotReady(Conflict):
     title, type_slug = "Asset is not available yet", "asset-not-ready"
 
 
+class JobNotEnded(Conflict):
+    """What a job has to show (its outputs) exists only once it has ended."""
+
+    title, type_slug = "Job has not ended", "job-not-ended"
+
+
+class JobNotSucceeded(Conflict):
+    """A `job://` input names a job that did not succeed: its outputs are not an input to trust."""
+
+    title, type_slug = "Job has not succeeded", "job-not-succeeded"
+
+
 class Unauthorized(JobgateError):
     status, title, type_slug = 401, "Unauthorized", "unauthorized"
 

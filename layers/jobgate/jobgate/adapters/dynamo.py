@@ -15,7 +15,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ulid import ULID
 
 from jobgate.errors import Conflict, InvalidTransition, NotFound, RunIdConflict, StoreError, ValidationFailed
-from jobgate.models import TERMINAL_STATUSES, Asset, AssetPage, Job, JobError, JobPage, JobResult, JobStatus
+from jobgate.models import (
+    TERMINAL_STATUSES,
+    Asset,
+    AssetPage,
+    Job,
+    JobError,
+    JobPage,
+    JobResult,
+    JobStatus,
+    job_id_of_server_run,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -159,7 +169,10 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     def create(self, job: Job) -> tuple[Job, bool]:
-        """Write a new job; with a run_id already used, answer that job (same request) or 409."""
+        """Write a new job; with a run_id already used, answer that job (same request) or 409.
+
+        A run_id the server made (`run_<job_id>`) is unique with its job: it needs no reservation.
+        """
         job = _with_queued_at(job)
         item = _new_job_item(job, self._ttl)
         put_job = {
@@ -169,7 +182,7 @@ class JobStore:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        if job.run_id is None:
+        if job.run_id is None or job_id_of_server_run(job.run_id) == job.job_id:
             try:
                 self._db.put_item(**put_job["Put"])  # type: ignore[arg-type]
             except ClientError as exc:
@@ -221,6 +234,12 @@ class JobStore:
                 extra={"job_id": run["job_id"]},
             )
         return self.get(run["job_id"], tenant=job.tenant)
+
+    def find_run(self, tenant: str, run_id: str) -> str | None:
+        """The id of the job a client's run_id was reserved for, in this tenant; None when unknown."""
+        key = {"pk": {"S": f"RUN#{tenant}#{run_id}"}, "sk": {"S": RUN_SK}}
+        got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
+        return str(_unmarshal(got["Item"])["job_id"]) if "Item" in got else None
 
     def find(self, job_id: str) -> Job | None:
         got = _guard(
@@ -709,7 +728,14 @@ class JobStore:
         return Asset.model_validate(_unmarshal(got["Attributes"]))
 
     def list_assets(
-        self, tenant: str, *, status: str | None, media_type: str | None, limit: int, cursor: str | None
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        media_type: str | None,
+        limit: int,
+        cursor: str | None,
+        labels: Mapping[str, str] | None = None,
     ) -> AssetPage:
         pk_value = f"TENANT#{tenant}#ASSETS"
         query: dict[str, Any] = {
@@ -728,6 +754,12 @@ class JobStore:
         if media_type:
             filters.append("media_type = :mt")
             query["ExpressionAttributeValues"][":mt"] = {"S": media_type}
+        for i, (label, value) in enumerate(sorted((labels or {}).items())):
+            # Label keys are names of their own: always through placeholders.
+            filters.append(f"#labels.#l{i} = :l{i}")
+            names["#labels"] = "labels"
+            names[f"#l{i}"] = label
+            query["ExpressionAttributeValues"][f":l{i}"] = {"S": value}
         if filters:
             query["FilterExpression"] = " AND ".join(filters)
             if names:

@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from jobgate import __version__
 from jobgate.api import openapi, problems
 from jobgate.api.middleware import BodySizeLimit, RequestDeadline
-from jobgate.api.routers import assets, commands, health, jobs, pipelines, uploads
+from jobgate.api.routers import assets, commands, health, jobs, pipelines, runs, uploads
 from jobgate.wiring import ApiServices
 
 
@@ -27,6 +27,7 @@ def create_app(services: ApiServices) -> FastAPI:
         health.router,
         commands.router,
         jobs.router,
+        runs.router,
         pipelines.router,
         uploads.router,
         assets.router,

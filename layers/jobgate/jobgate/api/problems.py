@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobgate.errors import JobgateError
 from jobgate.observability import logger
@@ -88,15 +89,27 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route for {request.method} {request.url.path}."
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
-    return problem(
-        request,
-        exc.status_code,
-        slug=_http_slug(exc.status_code),
-        detail=detail,
-        headers=getattr(exc, "headers", None),
-    )
+        allowed = allowed_methods(request)
+        detail = f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)}."
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return problem(request, exc.status_code, slug=_http_slug(exc.status_code), detail=detail, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path: each method is a route of its own, and the router's
+    405 names only the first that matched the path. Asked of the router itself, method by method."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return sorted(allowed)
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from jobgate.client.models import Job
+from jobgate.client.models import Job, Pipeline, RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -101,11 +101,46 @@ def job_lines(job: Job) -> list[tuple[str, str]]:
         rows.append(("took", f"{(job.finished_at - job.started_at).total_seconds():.1f} s"))
     if job.run_id:
         rows.append(("run_id", job.run_id))
+    if job.finish_reason:
+        rows.append(("ended by", job.finish_reason + (" (partial success)" if job.partial else "")))
     if job.error is not None:
         rows.append(("error", f"{job.error.type}: {job.error.message}"))
     for output in job.outputs:
         rows.append(("output", f"{output.name} ({size(output.size)}, {output.media_type})"))
     return rows
+
+
+def run_lines(run: RunStatus) -> list[tuple[str, str]]:
+    """A light status, as `jobgate status --run-id` shows it."""
+    status = run.status.replace("_", " ") + (f" (exit {run.exit_code})" if run.exit_code is not None else "")
+    rows = [
+        ("run_id", run.run_id),
+        ("job", run.job_id),
+        ("command", f"{run.stage} {run.command}"),
+        ("status", status),
+        ("progress", f"{run.progress:.0%}"),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
+    ]
+    if run.finish_reason:
+        rows.append(("ended by", run.finish_reason + (" (partial success)" if run.partial else "")))
+    if run.error is not None:
+        rows.append(("error", f"{run.error.type}: {run.error.message}"))
+    rows.append(("outputs", f"{run.output_count} ({run.output_url})"))
+    return rows
+
+
+def pipeline_rows(pipeline: Pipeline) -> list[tuple[str, str, str]]:
+    return [(step.name, step.job.job_id, status_text(step.job)) for step in pipeline.steps]
+
+
+def pipeline_exit_code(pipeline: Pipeline) -> int:
+    """0 when every step succeeded; else the first failed step's own status, as `job_exit_code` says."""
+    for step in pipeline.steps:
+        if not step.job.succeeded:
+            return job_exit_code(step.job) or EXIT_FAILED
+    return EXIT_OK
 
 
 def job_exit_code(job: Job) -> int:

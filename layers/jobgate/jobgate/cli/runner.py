@@ -7,6 +7,7 @@ its files land in `--out`. On a terminal, a progress bar runs on stderr while lo
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,7 @@ RUN_OPTIONS = {
     "--no-progress": False,
     "--no-websocket": False,
     "--no-download": False,
+    "--dry-run": False,
 }
 
 
@@ -269,6 +271,8 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     display = JobDisplay(bar=_show_bar(args))
     with display.shown():
         job_args = upload_inputs(client, contract, parsed, display)
+    if getattr(args, "dry_run", False):
+        return _dry_run(client, args, job_args)
     job = client.submit(
         args.stage, args.command, job_args, run_id=args.run_id, timeout_s=args.timeout_s, wait_s=args.wait
     )
@@ -276,6 +280,22 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         output.print_json(job)
     else:
         sys.stdout.write(job.job_id + "\n")
+    return output.EXIT_OK
+
+
+def _dry_run(client: Client, args: argparse.Namespace, job_args: dict[str, Any]) -> int:
+    """What a submit would run, checked as a submit is (a refusal exits as the submit's would)."""
+    dry = client.dry_run(args.stage, args.command, job_args, run_id=args.run_id, timeout_s=args.timeout_s)
+    if args.json:
+        output.print_json(dry)
+        return output.EXIT_OK
+    sys.stdout.write(" ".join(shlex.quote(word) for word in dry.argv) + "\n")
+    for item in dry.inputs:
+        output.note(
+            f"input {item.arg}: {item.ref} -> {item.path} ({item.media_type}, {output.size(item.size)})"
+        )
+    for warning in dry.warnings:
+        output.note(f"warning: {warning}")
     return output.EXIT_OK
 
 

@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 TRANSFER_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 CHUNK = 1024 * 1024
 OUTPUTS_PAGE = 100  # the API's largest page of a job's outputs
+EVENT_WAIT_S = 20.0  # the event long poll's longest wait (the API's own bound)
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -31,11 +32,16 @@ from jobgate.client.models import (
     AssetPage,
     CommandContract,
     CommandList,
+    DryRun,
+    EventPage,
     Job,
     JobEvent,
     JobPage,
     Output,
+    Pipeline,
+    PipelinePage,
     RunResult,
+    RunStatus,
 )
 from jobgate.media import guess_media_type
 
@@ -100,13 +106,17 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         safe = method in ("GET", "HEAD") if idempotent is None else idempotent
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             try:
-                response = await self._http.request(method, path, params=query, json=json)
+                response = await self._http.request(
+                    method, path, params=query, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
                 if delay is None:
@@ -155,6 +165,24 @@ class AsyncClient:
         )
         response = await self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
         return Job.model_validate(response.json())
+
+    async def dry_run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+    ) -> DryRun:
+        args = await self._upload_paths(args or {})
+        body = _core.submit_body(
+            stage, command, args, run_id=run_id, timeout_s=timeout_s, mode="async", wait_s=None
+        )
+        body["dry_run"] = True
+        return DryRun.model_validate(
+            (await self.request("POST", "/v1/jobs", json=body, idempotent=True)).json()
+        )
 
     async def run(
         self,
@@ -220,6 +248,23 @@ class AsyncClient:
     async def get(self, job_id: str) -> Job:
         return Job.model_validate((await self.request("GET", f"/v1/jobs/{job_id}")).json())
 
+    async def status(self, job_id: str) -> RunStatus:
+        return RunStatus.model_validate((await self.request("GET", f"/v1/jobs/{job_id}/status")).json())
+
+    async def run_status(self, run_id: str) -> RunStatus:
+        return RunStatus.model_validate(
+            (await self.request("GET", f"/v1/runs/{quote(run_id, safe='')}")).json()
+        )
+
+    async def events(self, job_id: str, *, after_seq: int | None = None, wait_s: float = 0.0) -> EventPage:
+        params = {"after_seq": after_seq, "wait_s": wait_s}
+        return EventPage.model_validate(
+            (await self.request("GET", f"/v1/jobs/{job_id}/events", params=params)).json()
+        )
+
+    async def retry(self, job_id: str) -> Job:
+        return Job.model_validate((await self.request("POST", f"/v1/jobs/{job_id}/retry")).json())
+
     async def list_page(
         self, *, status: str | None = None, limit: int = 20, cursor: str | None = None
     ) -> JobPage:
@@ -266,6 +311,65 @@ class AsyncClient:
                 return outputs
             params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
+    async def read_output(self, job_id: str, name: str) -> bytes:
+        response = await self.request("GET", f"/v1/jobs/{job_id}/outputs/{quote(name)}")
+        if response.is_redirect:
+            return (await self._storage_get(response.headers["location"])).content
+        return response.content
+
+    # -- pipelines ---------------------------------------------------------------------------
+
+    async def submit_pipeline(
+        self, steps: builtins.list[Mapping[str, Any]] | str | Path, *, run_id: str | None = None
+    ) -> Pipeline:
+        if isinstance(steps, str | Path):
+            text = steps.read_text() if isinstance(steps, Path) else steps
+            response = await self.request(
+                "POST", "/v1/pipelines", content=text.encode(), headers={"Content-Type": "application/yaml"}
+            )
+        else:
+            body: dict[str, Any] = {"steps": [dict(step) for step in steps]}
+            if run_id is not None:
+                body["run_id"] = run_id
+            response = await self.request("POST", "/v1/pipelines", json=body, idempotent=run_id is not None)
+        return Pipeline.model_validate(response.json())
+
+    async def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate((await self.request("GET", f"/v1/pipelines/{pipeline_id}")).json())
+
+    async def list_pipelines(self, *, limit: int | None = None) -> AsyncIterator[Pipeline]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"limit": 100, "cursor": cursor}
+            page = PipelinePage.model_validate(
+                (await self.request("GET", "/v1/pipelines", params=params)).json()
+            )
+            for pipeline in page.items:
+                yield pipeline
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate((await self.request("DELETE", f"/v1/pipelines/{pipeline_id}")).json())
+
+    async def wait_pipeline(
+        self, pipeline_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> Pipeline:
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            pipeline = await self.get_pipeline(pipeline_id)
+            if all(step.job.terminal for step in pipeline.steps):
+                return pipeline
+            if deadline.passed:
+                raise WaitTimeout(f"pipeline {pipeline_id} had not ended after {timeout} s; it goes on")
+            await self._sleep(schedule.next())
+
     # -- files ------------------------------------------------------------------------------
 
     async def download(
@@ -302,13 +406,16 @@ class AsyncClient:
         filename: str | None = None,
         progress: ProgressCallback | None = None,
         settle_timeout: float = 60.0,
+        labels: Mapping[str, str] | None = None,
     ) -> Asset:
         path = Path(path)
         size = path.stat().st_size
         if size == 0:
             raise JobgateClientError(f"{path}: cannot upload an empty file")
         media_type = media_type or guess_media_type(path)
-        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        declared: dict[str, Any] = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        if labels:
+            declared["labels"] = dict(labels)
         ticket = (await self.request("POST", "/v1/uploads", json=declared)).json()
         plan = ticket["upload"]
         asset_id = str(ticket["asset_id"])
@@ -327,12 +434,17 @@ class AsyncClient:
         return Asset.model_validate((await self.request("GET", f"/v1/assets/{asset_id}")).json())
 
     async def list_assets(
-        self, status: str | None = None, *, limit: int | None = None
+        self,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        label: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Asset]:
         cursor: str | None = None
         count = 0
+        labels = [f"{k}:{v}" for k, v in (label or {}).items()] or None
         while True:
-            params = {"status": status, "limit": 100, "cursor": cursor}
+            params = {"status": status, "limit": 100, "cursor": cursor, "label": labels}
             page = AssetPage.model_validate((await self.request("GET", "/v1/assets", params=params)).json())
             for asset in page.items:
                 yield asset
@@ -371,8 +483,14 @@ class AsyncClient:
                 yield event
             if tracker.done:
                 return
-            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+            if tracker.started:  # the socket went away mid-job: go on from where the job is now
                 job = await self.get(job_id)
+        if not job.terminal:
+            async for event in self._watch_events(tracker, job):
+                yield event
+            if tracker.done:
+                return
+            job = await self.get(job_id)
         schedule = _core.PollSchedule(poll_interval)
         while True:
             for event in tracker.from_job(job):
@@ -381,6 +499,21 @@ class AsyncClient:
                 return
             await self._sleep(schedule.next())
             job = await self.get(job_id)
+
+    async def _watch_events(self, tracker: Tracker, job: Job) -> AsyncIterator[JobEvent]:
+        for event in tracker.snapshot_of(job):
+            yield event
+        cursor = tracker.cursor
+        while not tracker.done:
+            try:
+                page = await self.events(job.job_id, after_seq=cursor, wait_s=_core.EVENT_WAIT_S)
+            except NotFound:
+                return
+            for event in tracker.from_events([e.model_dump(exclude_none=True) for e in page.events]):
+                yield event
+            cursor = page.next_after_seq
+            if page.done and not tracker.done:
+                return
 
     async def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> AsyncIterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
@@ -529,6 +662,12 @@ class AsyncClient:
                     raise StorageError(response.status_code, _core.storage_error_message(response))
             await self._sleep(delay)
             attempt += 1
+
+    async def _storage_get(self, url: str) -> httpx.Response:
+        response = await self._storage.get(url)
+        if response.status_code >= 400:
+            raise StorageError(response.status_code, _core.storage_error_message(response))
+        return response
 
     async def _download_url(
         self, url: str, dest: str | Path, *, name: str | None, progress: ProgressCallback | None

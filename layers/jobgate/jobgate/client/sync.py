@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -31,11 +32,16 @@ from jobgate.client.models import (
     AssetPage,
     CommandContract,
     CommandList,
+    DryRun,
+    EventPage,
     Job,
     JobEvent,
     JobPage,
     Output,
+    Pipeline,
+    PipelinePage,
     RunResult,
+    RunStatus,
 )
 from jobgate.media import guess_media_type
 
@@ -109,6 +115,8 @@ class Client:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One API call with retries where safe; an error answer raises its typed exception.
 
@@ -119,7 +127,9 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, params=query, json=json)
+                response = self._http.request(
+                    method, path, params=query, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
                 if delay is None:
@@ -175,6 +185,25 @@ class Client:
         )
         response = self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
         return Job.model_validate(response.json())
+
+    def dry_run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+    ) -> DryRun:
+        """Check a request as a submit would (contract, inputs, limits) and answer the argv it would run;
+        nothing is written or queued. A bad request raises what a submit would (ValidationError, ...).
+        Local `Path` values are uploaded first, as for a submit."""
+        args = self._upload_paths(args or {}, None)
+        body = _core.submit_body(
+            stage, command, args, run_id=run_id, timeout_s=timeout_s, mode="async", wait_s=None
+        )
+        body["dry_run"] = True
+        return DryRun.model_validate(self.request("POST", "/v1/jobs", json=body, idempotent=True).json())
 
     def run(
         self,
@@ -252,6 +281,26 @@ class Client:
     def get(self, job_id: str) -> Job:
         return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
 
+    def status(self, job_id: str) -> RunStatus:
+        """The job's light status (no args, no log tails): what to poll every few seconds."""
+        return RunStatus.model_validate(self.request("GET", f"/v1/jobs/{job_id}/status").json())
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """The light status of the job submitted with this run_id (`run_<job_id>` when it gave none)."""
+        return RunStatus.model_validate(self.request("GET", f"/v1/runs/{quote(run_id, safe='')}").json())
+
+    def events(self, job_id: str, *, after_seq: int | None = None, wait_s: float = 0.0) -> EventPage:
+        """The job's numbered events after `after_seq` (None: from now on), waiting up to `wait_s` (<= 20)
+        for some: the WebSocket's events, over plain HTTP."""
+        params = {"after_seq": after_seq, "wait_s": wait_s}
+        return EventPage.model_validate(
+            self.request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
+        )
+
+    def retry(self, job_id: str) -> Job:
+        """Submit an ended job's request again, as a new job linked to it (`retry_of`)."""
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/retry").json())
+
     def list_page(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
         params = {"status": status, "limit": limit, "cursor": cursor}
         return JobPage.model_validate(self.request("GET", "/v1/jobs", params=params).json())
@@ -297,6 +346,72 @@ class Client:
                 return outputs
             params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
+    def read_output(self, job_id: str, name: str) -> bytes:
+        """One output's content, by its name: answered inline when small, else fetched from storage.
+
+        Conflict while the job has not ended; NotFound for a name it did not write; Gone once expired.
+        """
+        response = self.request("GET", f"/v1/jobs/{job_id}/outputs/{quote(name)}")
+        if response.is_redirect:
+            return self._storage_get(response.headers["location"]).content
+        return response.content
+
+    # -- pipelines ---------------------------------------------------------------------------
+
+    def submit_pipeline(
+        self, steps: builtins.list[Mapping[str, Any]] | str | Path, *, run_id: str | None = None
+    ) -> Pipeline:
+        """Submit steps (`{name, stage, command, args, after?, files?}`, reading each other's outputs as
+        `step://<name>/<path>`), or zyra's own pipeline file (a Path, or its YAML text)."""
+        if isinstance(steps, str | Path):
+            text = steps.read_text() if isinstance(steps, Path) else steps
+            response = self.request(
+                "POST", "/v1/pipelines", content=text.encode(), headers={"Content-Type": "application/yaml"}
+            )
+        else:
+            body: dict[str, Any] = {"steps": [dict(step) for step in steps]}
+            if run_id is not None:
+                body["run_id"] = run_id
+            response = self.request("POST", "/v1/pipelines", json=body, idempotent=run_id is not None)
+        return Pipeline.model_validate(response.json())
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("GET", f"/v1/pipelines/{pipeline_id}").json())
+
+    def list_pipelines(self, *, limit: int | None = None) -> Iterator[Pipeline]:
+        """This tenant's pipelines, newest first, following every page (up to `limit`)."""
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"limit": 100, "cursor": cursor}
+            page = PipelinePage.model_validate(self.request("GET", "/v1/pipelines", params=params).json())
+            for pipeline in page.items:
+                yield pipeline
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
+        """Cancel every step that has not ended."""
+        return Pipeline.model_validate(self.request("DELETE", f"/v1/pipelines/{pipeline_id}").json())
+
+    def wait_pipeline(
+        self, pipeline_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> Pipeline:
+        """Poll the pipeline until every step has ended."""
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            pipeline = self.get_pipeline(pipeline_id)
+            if all(step.job.terminal for step in pipeline.steps):
+                return pipeline
+            if deadline.passed:
+                raise WaitTimeout(f"pipeline {pipeline_id} had not ended after {timeout} s; it goes on")
+            self._sleep(schedule.next())
+
     # -- files ------------------------------------------------------------------------------
 
     def download(
@@ -335,17 +450,21 @@ class Client:
         filename: str | None = None,
         progress: ProgressCallback | None = None,
         settle_timeout: float = 60.0,
+        labels: Mapping[str, str] | None = None,
     ) -> Asset:
         """Upload a local file straight to S3 (presigned POST, or a multipart plan for large files).
 
         Answers the asset once AVAILABLE; its `ref` (`asset://<id>`) names it in a job's args.
+        `labels` (up to 10 `key: value`) file it for `list_assets(label=...)`.
         """
         path = Path(path)
         size = path.stat().st_size
         if size == 0:
             raise JobgateClientError(f"{path}: cannot upload an empty file")
         media_type = media_type or guess_media_type(path)
-        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        declared: dict[str, Any] = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        if labels:
+            declared["labels"] = dict(labels)
         ticket = self.request("POST", "/v1/uploads", json=declared).json()
         plan = ticket["upload"]
         asset_id = str(ticket["asset_id"])
@@ -363,11 +482,19 @@ class Client:
     def get_asset(self, asset_id: str) -> Asset:
         return Asset.model_validate(self.request("GET", f"/v1/assets/{asset_id}").json())
 
-    def list_assets(self, status: str | None = None, *, limit: int | None = None) -> Iterator[Asset]:
+    def list_assets(
+        self,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        label: Mapping[str, str] | None = None,
+    ) -> Iterator[Asset]:
+        """This tenant's assets, newest first; with `label`, only those carrying every one of them."""
         cursor: str | None = None
         count = 0
+        labels = [f"{k}:{v}" for k, v in (label or {}).items()] or None
         while True:
-            params = {"status": status, "limit": 100, "cursor": cursor}
+            params = {"status": status, "limit": 100, "cursor": cursor, "label": labels}
             page = AssetPage.model_validate(self.request("GET", "/v1/assets", params=params).json())
             for asset in page.items:
                 yield asset
@@ -414,9 +541,29 @@ class Client:
             yield from self._watch_socket(tracker, url, idle_s)
             if tracker.done:
                 return
-            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+            if tracker.started:  # the socket went away mid-job: go on from where the job is now
                 job = self.get(job_id)
+        if not job.terminal:
+            yield from self._watch_events(tracker, job)
+            if tracker.done:
+                return
+            job = self.get(job_id)
         yield from self._watch_polling(tracker, job, poll_interval)
+
+    def _watch_events(self, tracker: Tracker, job: Job) -> Iterator[JobEvent]:
+        """The same numbered events by the HTTP long poll; ends without `tracker.done` when the API has
+        no long poll (an older one), for the caller to poll the job."""
+        yield from tracker.snapshot_of(job)
+        cursor = tracker.cursor
+        while not tracker.done:
+            try:
+                page = self.events(job.job_id, after_seq=cursor, wait_s=_core.EVENT_WAIT_S)
+            except NotFound:
+                return
+            yield from tracker.from_events([e.model_dump(exclude_none=True) for e in page.events])
+            cursor = page.next_after_seq
+            if page.done and not tracker.done:
+                return  # ended without a final event in the log (its announcement was lost): read the job
 
     def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> Iterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""

@@ -16,6 +16,7 @@ from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
 ENTRY_POINT_GROUP = "jobgate.command_sets"
 ASSET_SCHEME = "asset://"
 STEP_SCHEME = "step://"
+JOB_SCHEME = "job://"
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ASSET_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 MAX_ARG_CHARS = 4096
@@ -62,6 +63,9 @@ class CommandContract(BaseModel):
     summary: str = ""
     params: list[ParamSpec] = Field(default_factory=list)
     max_timeout_s: int | None = None
+    # Exit codes that mean the command did part of its work and says so (a run that answered some
+    # questions, a dataset with gaps): the job ends `succeeded` with `partial: true`.
+    partial_exit_codes: list[int] = Field(default_factory=list)
 
     def param(self, name: str) -> ParamSpec | None:
         key = name.replace("-", "_")
@@ -78,6 +82,8 @@ class Invocation(BaseModel):
     args: dict[str, Any]
     inputs: dict[str, str]  # "<dest>" or "<dest>[i]" -> asset id
     steps: dict[str, str] = Field(default_factory=dict)  # "<dest>" or "<dest>[i]" -> "<step>/<path>"
+    # "<dest>" or "<dest>[i]" -> "<job_id>/<output name>": an output of an earlier job of the tenant
+    jobs: dict[str, str] = Field(default_factory=dict)
 
 
 @runtime_checkable
@@ -184,6 +190,7 @@ def check_args(
     normalized: dict[str, Any] = {}
     inputs: dict[str, str] = {}
     steps: dict[str, str] = {}
+    jobs: dict[str, str] = {}
     refused: set[str] = set()
     for name, raw in args.items():
         spec = _lookup(contract, name)
@@ -202,7 +209,8 @@ def check_args(
             continue
         normalized[spec.dest] = value
         inputs.update(_asset_refs(spec, value))
-        steps.update(_step_refs(spec, value))
+        steps.update(_scheme_refs(spec, value, STEP_SCHEME))
+        jobs.update(_scheme_refs(spec, value, JOB_SCHEME))
     for spec in contract.params:
         if spec.required and spec.dest not in normalized and spec.dest not in refused:
             errors.append(_err(spec.dest, "required"))
@@ -210,7 +218,7 @@ def check_args(
         raise ValidationFailed(
             f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors
         )
-    return Invocation(contract=contract, args=normalized, inputs=inputs, steps=steps)
+    return Invocation(contract=contract, args=normalized, inputs=inputs, steps=steps, jobs=jobs)
 
 
 def _coerce(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tuple[Any, list[str]]:
@@ -296,9 +304,17 @@ def _check_role(spec: ParamSpec, value: Any, allow_steps: bool = False) -> list[
         if not STEP_NAME_RE.match(name):
             return [f"must be '{STEP_SCHEME}<step>/<output>' with a step name of letters, digits, '-' or '_'"]
         return check_relative_path(path) if path.strip("/") else []
+    if spec.role == "input" and text.startswith(JOB_SCHEME):
+        job_id, _, name = text[len(JOB_SCHEME) :].partition("/")
+        if not ASSET_ID_RE.match(job_id) or not name.strip("/"):
+            return [f"must be '{JOB_SCHEME}<job_id>/<output name>'"]
+        return check_relative_path(name)
     if spec.role == "input":
         if not text.startswith(ASSET_SCHEME):
-            return [f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>'"]
+            return [
+                f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>' or an earlier job's output "
+                f"as '{JOB_SCHEME}<job_id>/<output name>'"
+            ]
         if not ASSET_ID_RE.match(text[len(ASSET_SCHEME) :]):
             return ["is not a valid asset id"]
         return []
@@ -317,13 +333,14 @@ def check_relative_path(text: str) -> list[str]:
     return []
 
 
-def _step_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
+def _scheme_refs(spec: ParamSpec, value: Any, scheme: str) -> dict[str, str]:
+    """The values of one argument that name a file by `scheme` (step://, job://), by their key."""
     values = value if isinstance(value, list) else [value]
     refs = {}
     for i, v in enumerate(values):
-        if isinstance(v, str) and v.startswith(STEP_SCHEME):
+        if isinstance(v, str) and v.startswith(scheme):
             key = f"{spec.dest}[{i}]" if isinstance(value, list) else spec.dest
-            refs[key] = v[len(STEP_SCHEME) :]
+            refs[key] = v[len(scheme) :]
     return refs
 
 
@@ -392,3 +409,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return repr(v)
     return str(v)
+
+
+def declared_outputs(contract: CommandContract, args: Mapping[str, Any]) -> list[str]:
+    """The output files a checked request's args name (not output folders, whose files are unknown)."""
+    names: list[str] = []
+    for spec in contract.params:
+        value = args.get(spec.dest)
+        if spec.role != "output" or value is None or value is False:
+            continue
+        names.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+    return names
