@@ -13,6 +13,7 @@ from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import (
+    AssetFailed,
     AssetNotReady,
     Conflict,
     Gone,
@@ -197,6 +198,12 @@ class JobService:
                 raise NotFound(f"Argument '{name}' names asset '{asset_id}', which does not exist.") from exc
             if asset.status == AssetStatus.PENDING and self._settle is not None:
                 asset = self._settle(asset)  # its S3 event may not have arrived yet
+            if asset.status == AssetStatus.FAILED:
+                raise AssetFailed(
+                    f"Argument '{name}' names asset '{asset_id}', which FAILED its upload check: "
+                    f"{asset.reason}. Upload the file again.",
+                    extra={"asset_id": asset_id, "reason": asset.reason},
+                )
             if asset.status != AssetStatus.AVAILABLE:
                 raise AssetNotReady(
                     f"Argument '{name}' names asset '{asset_id}', which is {asset.status.value}, "
