@@ -214,6 +214,20 @@ OVERRIDES: Overrides = {
     ("search", "api"): {"credential_file": _input("any"), "json_body": EXCLUDE},
 }
 
+# Numbers that size what a command draws or renders, by argument name in every command: past these a
+# job would only run out of memory or time in the worker (an 8192 px square RGBA image is 256 MiB).
+SIZE_BOUNDS: dict[str, tuple[float, float]] = {
+    "width": (1, 8192),
+    "height": (1, 8192),
+    "dpi": (10, 1200),
+    "fps": (1, 240),
+    "particles": (1, 200_000),
+    "grid_cols": (1, 64),
+    "steps_per_frame": (1, 1000),
+    "tile_zoom": (0, 19),
+    "density": (0.001, 10),
+}
+
 # zyra.cli.main reads these anywhere in argv, even as a value after "--", and prints its banner.
 _VERSION_WORDS = frozenset({"--version", "-V"})
 # What zyra.cli.main sets in os.environ as it runs a command.
@@ -276,7 +290,9 @@ class ZyraCommandSet:
 
     def contracts(self) -> list[CommandContract]:
         if self._contracts is None:
-            self._contracts = contracts_from_parser(build_root_parser(), self.name, overrides=OVERRIDES)
+            self._contracts = contracts_from_parser(
+                build_root_parser(), self.name, overrides=OVERRIDES, bounds=SIZE_BOUNDS
+            )
         return [c.model_copy(deep=True) for c in self._contracts]
 
     def warm(self) -> None:
