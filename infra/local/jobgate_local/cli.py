@@ -107,10 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-visibility-timeout", type=int, metavar="SECONDS", help="sets QueueVisibilityTimeoutSeconds"
     )
     dev.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the stack keeps its dev API key and its saved data across restarts, and writes "
+        "dev.json while it runs (.jobgate; the folder of --state-file when only that is given)",
+    )
+    dev.add_argument(
         "--state-file",
         type=Path,
-        default=Path(".jobgate/dev.json"),
-        help="where the URLs, API key and resource names are written for tools (.jobgate/dev.json)",
+        help="where the URLs, API key, local AWS endpoint and credentials are written for tools while the "
+        "stack runs (STATE_DIR/dev.json)",
+    )
+    dev.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty: forget the jobs, assets and files saved by the last run (the dev API key stays)",
     )
     faults = dev.add_argument_group(
         "fault injection",
@@ -178,12 +189,34 @@ def fault_settings(args: argparse.Namespace) -> FaultSettings | None:
     )
 
 
+def dev_api_key(state_dir: Path) -> str:
+    """JOBGATE_DEV_API_KEY, else the key made for this checkout the first time (STATE_DIR/api-key)."""
+    given = os.environ.get("JOBGATE_DEV_API_KEY")
+    if given:
+        return given
+    path = state_dir / "api-key"
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if kept:
+        return kept
+    key = secrets.token_urlsafe(24)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pending = path.with_suffix(".tmp")
+    pending.write_text(key + "\n")
+    pending.chmod(0o600)
+    pending.replace(path)
+    return key
+
+
 def run_dev(args: argparse.Namespace) -> int:
     if not args.template.is_file():
         sys.stderr.write(
             f"jobgate dev: no template at {args.template}; run from the repository root or pass --template\n"
         )
         return 1
+    state_dir: Path = args.state_dir or (args.state_file.parent if args.state_file else Path(".jobgate"))
     log_stream = args.log_file.open("a", buffering=1) if args.log_file else None
     try:
         setup_logging(log_stream, verbose=args.verbose)
@@ -192,8 +225,10 @@ def run_dev(args: argparse.Namespace) -> int:
             host=args.host,
             moto_port=args.moto_port,
             parameters=dev_parameters(args),
-            api_key=os.environ.get("JOBGATE_DEV_API_KEY") or secrets.token_urlsafe(24),
-            state_file=args.state_file,
+            api_key=dev_api_key(state_dir),
+            state_file=args.state_file or state_dir / "dev.json",
+            state_dir=state_dir,
+            fresh=args.fresh,
             faults=fault_settings(args),
         )
         return asyncio.run(serve(DevStack(options, dev_components(args))))

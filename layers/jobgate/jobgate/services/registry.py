@@ -251,20 +251,9 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     value: Any
     if isinstance(raw, dict | list):
         return None, ["must be a single value"]
-    if spec.type == "integer":
-        whole = isinstance(raw, float) and math.isfinite(raw) and raw.is_integer()  # 800.0, 1e3 from JSON
-        if isinstance(raw, bool) or not (
-            isinstance(raw, int) or whole or (isinstance(raw, str) and _is_int(raw))
-        ):
-            return None, ["must be an integer"]
-        value = int(raw)
-        if problems := _out_of_range(spec, value):
-            return None, problems
-    elif spec.type == "number":
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
-            return None, ["must be a number"]
-        value = float(raw) if isinstance(raw, str) else raw
-        if problems := _out_of_range(spec, value):
+    if spec.type in ("integer", "number"):
+        value, problems = _coerce_number(spec, raw)
+        if problems:
             return None, problems
     else:
         if isinstance(raw, bool):
@@ -280,6 +269,22 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
         return None, [f"must be one of {spec.choices}"]
     return value, _check_role(spec, value, allow_steps)
+
+
+def _coerce_number(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+    value: int | float
+    if spec.type == "integer":
+        whole = isinstance(raw, float) and math.isfinite(raw) and raw.is_integer()  # 800.0, 1e3 from JSON
+        if isinstance(raw, bool) or not (
+            isinstance(raw, int) or whole or (isinstance(raw, str) and _is_int(raw))
+        ):
+            return None, ["must be an integer"]
+        value = int(raw)
+    else:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
+            return None, ["must be a number"]
+        value = float(raw) if isinstance(raw, str) else raw
+    return value, _out_of_range(spec, value)
 
 
 def _out_of_range(spec: ParamSpec, value: float) -> list[str]:
