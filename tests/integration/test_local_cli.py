@@ -201,7 +201,7 @@ def test_data_and_the_dev_key_survive_a_restart_and_fresh_starts_empty(
     run = tmp_path / "run"
     with start_dev(template=small_template, workdir=run, args=args, env=env, timeout=60) as dev:
         key = dev.api_key
-        assert (run / "api-key").read_text().strip() == key
+        assert (run / ".jobgate" / "api-key").read_text().strip() == key
         sent = httpx.post(
             f"{dev.http_url}/enqueue",
             content="job-1",

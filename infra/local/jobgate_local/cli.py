@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import tools
 from .components import Component
 from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
@@ -155,7 +156,42 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--log-file", type=Path, help="write logs and function output there instead of stderr")
     dev.add_argument("-v", "--verbose", action="store_true", help="log every invoke")
     dev.set_defaults(run=run_dev)
+    dev_tools = dev.add_subparsers(dest="dev_tool", metavar="[env]")
+    env = dev_tools.add_parser(
+        "env",
+        help='print `export` lines for the running stack (eval "$(jobgate dev env)")',
+        description="Print the running stack's API URL and key, local AWS endpoint, region and admin "
+        'credentials and table name as `export` lines for a shell: eval "$(jobgate dev env)".',
+    )
+    env.set_defaults(run=lambda _args: tools.main_tool(tools.print_environment, sys.stdout))
+    _tool_parsers(commands)
     return parser
+
+
+def _tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    invoke = commands.add_parser(
+        "invoke",
+        help="run one function's handler on one event against the running `jobgate dev`",
+        description="Run FUNCTION's handler on the event in a sandbox of its own, with the environment "
+        "and role credentials the running stack gives it (.jobgate/env-vars.json): what "
+        "`sam local invoke FUNCTION -e EVENT` does in Docker, without Docker. Its answer goes to stdout.",
+    )
+    invoke.add_argument("function", metavar="FUNCTION", help="logical id (WorkerFunction) or short (Worker)")
+    invoke.add_argument("-e", "--event", type=Path, required=True, metavar="EVENT", help="the event (JSON)")
+    invoke.set_defaults(
+        run=lambda args: tools.main_tool(tools.invoke, args.function, args.event, sys.stdout, sys.stderr)
+    )
+    events = commands.add_parser("events", help="sample events for `jobgate invoke` and `sam local invoke`")
+    kinds = events.add_subparsers(dest="events_action", required=True, metavar="new")
+    new = kinds.add_parser(
+        "new",
+        help="write a sample event naming the running stack's newest job and asset",
+        description="Copy events/NAME.json with the running stack's newest job and asset, its dev key, "
+        "bucket and queues in place of the sample's (to events/local/NAME.json, or -o FILE; -o - prints it).",
+    )
+    new.add_argument("name", metavar="NAME", help="a sample of events/, such as api-get-job")
+    new.add_argument("-o", "--output", type=Path, help="where to write it (- for stdout)")
+    new.set_defaults(run=lambda args: tools.main_tool(tools.new_event, args.name, args.output, sys.stdout))
 
 
 def dev_components(args: argparse.Namespace) -> list[Component]:

@@ -77,6 +77,9 @@ class DevStack:
         self.template: Template | None = None
         self.provisioned: ProvisionedStack | None = None
         self.pools: dict[str, FunctionPool] = {}
+        # Each function's environment as its sandboxes get it: the template's, resolved, then the
+        # local AWS endpoint and its role's credentials.
+        self.function_environments: dict[str, dict[str, str]] = {}
         self.identities: dict[str, FunctionIdentity] = {}
         self._moto: MotoServer | None = None
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="invoke")
@@ -176,6 +179,7 @@ class DevStack:
                 config = replace(config, environment={**config.environment, **extra_environment})
             identity = self.identities.get(logical_id)
             aws_env = local_aws_environment(endpoint_url, identity.environment if identity else None)
+            self.function_environments[logical_id] = {**config.environment, **aws_env}
             try:
                 pool = FunctionPool(config, sizes.get(logical_id, 1), aws_env=aws_env)
             except FileNotFoundError as exc:
@@ -250,6 +254,10 @@ class DevStack:
             "functions": {
                 lid: {
                     "name": pool.config.function_name,
+                    "code_dir": str(pool.config.code_dir),
+                    "handler": pool.config.handler,
+                    "timeout_s": pool.config.timeout_s,
+                    "memory_mb": pool.config.memory_mb,
                     "sandboxes": pool.size,
                     "pids": pool.pids(),
                     "role": self.identities[lid].role_name if lid in self.identities else None,
@@ -258,6 +266,7 @@ class DevStack:
             },
             "moto_pid": self._moto.pid if self._moto is not None else None,
             "faults": self.options.faults.to_json() if self.options.faults else None,
+            "env_vars_file": str(env_vars_file(self.options.state_file)) if self.options.state_file else None,
         }
 
     def banner(self) -> str:
@@ -291,7 +300,13 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pending = path.with_suffix(path.suffix + ".tmp")
     pending.write_text(json.dumps(state, indent=2) + "\n")
+    pending.chmod(0o600)  # it holds the dev API key and the local AWS's credentials
     pending.replace(path)  # readers never see a half-written file
+
+
+def env_vars_file(state_file: Path) -> Path:
+    """Where `jobgate dev` writes each function's environment, beside its state file."""
+    return state_file.with_name("env-vars.json")
 
 
 async def serve(stack: DevStack) -> int:
@@ -311,6 +326,9 @@ async def serve(stack: DevStack) -> int:
         else:
             starting.result()
             if stack.options.state_file is not None:
+                # `sam local invoke --env-vars` and `jobgate invoke` read it: written before the state
+                # file, which tells the stack is up.
+                write_state(env_vars_file(stack.options.state_file), stack.function_environments)
                 write_state(stack.options.state_file, stack.state())
                 state_written = True
             sys.stdout.write(stack.banner() + "\n")
@@ -331,4 +349,5 @@ async def serve(stack: DevStack) -> int:
             loop.remove_signal_handler(sig)
         if state_written and stack.options.state_file is not None:
             stack.options.state_file.unlink(missing_ok=True)
+            env_vars_file(stack.options.state_file).unlink(missing_ok=True)
     return code
