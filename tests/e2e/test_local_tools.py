@@ -54,9 +54,19 @@ def test_dev_env_exports_what_curl_boto3_and_the_admin_cli_need(local_stack: Dev
     script = (
         printed.stdout + 'curl -sf -H "X-API-Key: $JOBGATE_API_KEY" "$JOBGATE_URL/v1/commands" > /dev/null\n'
     )
-    script += "python -c \"import boto3; print(boto3.client('dynamodb').describe_table(TableName='$JOBGATE_TABLE_NAME')['Table']['TableStatus'])\"\n"
-    shell = subprocess.run(["bash", "-e", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "PATH": f"{Path(jobgate_command()[0]).parent}:{os.environ['PATH']}"})  # fmt: skip
+    script += (
+        "python -c \"import boto3; table = boto3.client('dynamodb').describe_table("
+        "TableName='$JOBGATE_TABLE_NAME'); print(table['Table']['TableStatus'])\"\n"
+    )
+    path = f"{Path(jobgate_command()[0]).parent}:{os.environ['PATH']}"
+    shell = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": path},
+    )
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.strip() == "ACTIVE"
 

@@ -204,8 +204,8 @@ def test_octet_stream_means_unknown_and_the_asset_records_what_it_is(
     asset = client.call("GET", f"/v1/assets/{ticket['asset_id']}").json()
     assert (asset["status"], asset["media_type"], asset["reason"]) == ("AVAILABLE", recorded, None)
     if recorded == "application/x-npy":
-        job = run(client, {"stage": "visualize", "command": "heatmap",
-                           "args": {"input": f"asset://{asset['asset_id']}", "output": "m.png", **FLAGS}})  # fmt: skip
+        args = {"input": f"asset://{asset['asset_id']}", "output": "m.png", **FLAGS}
+        job = run(client, {"stage": "visualize", "command": "heatmap", "args": args})
         assert job["status"] == "succeeded", job
 
 

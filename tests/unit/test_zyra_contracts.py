@@ -223,7 +223,10 @@ def test_numbers_that_size_an_image_or_a_video_are_bounded(
     registry: Registry, stage: str, command: str, name: str, value: object
 ) -> None:
     errors = check_errors(
-        registry, stage, command, {name: value, "output": "x.png"} if command != "reproject" else {name: value}
+        registry,
+        stage,
+        command,
+        {name: value, "output": "x.png"} if command != "reproject" else {name: value},
     )
     assert errors[name].startswith(("must be at most", "must be at least")), errors
 
@@ -417,4 +420,7 @@ def test_every_bounded_default_is_within_its_bounds(registry: Registry) -> None:
     for contract in registry.contracts():
         for spec in contract.params:
             if spec.minimum is not None and isinstance(spec.default, int | float):
-                assert spec.minimum <= spec.default <= (spec.maximum or spec.default), (contract.command, spec)
+                assert spec.minimum <= spec.default <= (spec.maximum or spec.default), (
+                    contract.command,
+                    spec,
+                )

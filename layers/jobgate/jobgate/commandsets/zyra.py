@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from jobgate.commandsets.argparse_contracts import Override, Overrides, contracts_from_parser
 from jobgate.services.registry import CommandContract
@@ -302,6 +302,7 @@ class ZyraCommandSet:
         Raises RuntimeError when the heatmap fails: zyra is not usable here.
         """
         _use_agg()
+        prepare_cartopy()
         import matplotlib.pyplot as plt
         import numpy as np
 
@@ -334,6 +335,7 @@ class ZyraCommandSet:
             sys.stderr.write("zyra reads '--version' and '-V' anywhere in argv; they cannot be values.\n")
             return 2
         _use_agg()
+        prepare_cartopy()
         from zyra.cli import main
 
         code: object = main(zyra_argv(argv))
@@ -343,6 +345,59 @@ class ZyraCommandSet:
             return code
         sys.stderr.write(f"{code}\n")
         return 1
+
+
+# Natural Earth's coastlines and borders, shipped with the runtime (functions/worker/runtime.py puts them
+# there in the worker image and under `make install`): cartopy reads them instead of downloading them.
+NATURAL_EARTH_DIR = Path(sys.prefix) / "share" / "cartopy"
+
+
+def prepare_cartopy() -> None:
+    """cartopy and zyra as jobs use them: the shipped Natural Earth, zyra's gridlines drawable, and
+    `visualize animate` able to end.
+
+    zyra 0.1.56's animate reads `ns.manifest`, which its parser never defines: every frames animation
+    fails with AttributeError after writing its frames. It gets None, zyra's own default (the manifest
+    beside the frames).
+
+    zyra 0.1.56 asks for gridlines by setting the gridliner's locators to None ("let Cartopy choose"),
+    which no cartopy release accepts: drawing then fails with AttributeError whatever the matplotlib.
+    A None locator is taken back to the one cartopy chose when the gridliner was made.
+    """
+    import cartopy
+    from cartopy.mpl import gridliner
+    from zyra.visualization import cli_animate
+
+    if (NATURAL_EARTH_DIR / "shapefiles" / "natural_earth").is_dir():
+        cartopy.config["pre_existing_data_dir"] = NATURAL_EARTH_DIR
+    animate = cli_animate._handle_animate_impl
+    if not getattr(animate, "_jobgate_manifest_default", False):
+
+        def animate_with_manifest(ns: argparse.Namespace) -> Any:
+            if not hasattr(ns, "manifest"):
+                ns.manifest = None
+            return animate(ns)
+
+        animate_with_manifest._jobgate_manifest_default = True  # type: ignore[attr-defined]
+        cli_animate._handle_animate_impl = animate_with_manifest
+    draw = gridliner.Gridliner._draw_gridliner
+    if getattr(draw, "_jobgate_keeps_locators", False):
+        return
+    made = gridliner.Gridliner.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self._jobgate_locators = (self.xlocator, self.ylocator)
+
+    def draw_with_locators(self: Any, *args: Any, **kwargs: Any) -> Any:
+        defaults = getattr(self, "_jobgate_locators", (None, None))
+        self.xlocator = self.xlocator or defaults[0]
+        self.ylocator = self.ylocator or defaults[1]
+        return draw(self, *args, **kwargs)
+
+    draw_with_locators._jobgate_keeps_locators = True  # type: ignore[attr-defined]
+    gridliner.Gridliner.__init__ = init  # type: ignore[method-assign]
+    gridliner.Gridliner._draw_gridliner = draw_with_locators  # type: ignore[method-assign]
 
 
 def _use_agg() -> None:
