@@ -60,10 +60,13 @@ e2e: $(STAMP)
 security: $(STAMP)
 	$(BIN)/python -m pytest -q tests/security
 
+# vulture: code nothing uses; what only a framework calls is listed in vulture_whitelist.py.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/vulture layers/jobgate/jobgate infra/local/jobgate_local functions tests vulture_whitelist.py \
+		--min-confidence 60
 
 # What AWS would refuse at deploy time, found first (docs/deploy.md, "Checks before deploying"):
 # cfn-lint on template.yaml and on its SAM translation (E3505 and friends exist only there), then

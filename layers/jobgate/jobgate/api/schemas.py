@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field
 
 from jobgate.models import Job, JobError, JobStatus, Output
 from jobgate.services.jobs import OutputLink
-from jobgate.services.registry import CommandContract
 
 
 class JobLinks(BaseModel):
@@ -83,10 +82,6 @@ class CommandSummary(BaseModel):
 class CommandList(BaseModel):
     stages: dict[str, list[str]]
     items: list[CommandSummary]
-
-
-class CommandDetail(CommandContract):
-    pass
 
 
 class OutputList(BaseModel):

@@ -9,13 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-# Sub-commands that belong to other packages; their own parsers read the whole command line.
-DELEGATED = ("dev", "keys", "invoke", "events new")
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `jobgate` console script; answers the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # Sub-commands that belong to other packages; their own parsers read the whole command line.
     if args[:1] in (["dev"], ["invoke"]) or args[:2] == ["events", "new"]:
         return _dev(args)
     if args[:1] == ["keys"]:

@@ -396,8 +396,8 @@ def prepare_cartopy() -> None:
         return draw(self, *args, **kwargs)
 
     draw_with_locators._jobgate_keeps_locators = True  # type: ignore[attr-defined]
-    gridliner.Gridliner.__init__ = init  # type: ignore[method-assign]
-    gridliner.Gridliner._draw_gridliner = draw_with_locators  # type: ignore[method-assign]
+    gridliner.Gridliner.__init__ = init
+    gridliner.Gridliner._draw_gridliner = draw_with_locators
 
 
 def _use_agg() -> None:
