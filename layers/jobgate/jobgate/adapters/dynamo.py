@@ -492,9 +492,6 @@ class JobStore:
                 pending = dict(got.get("UnprocessedKeys") or {})
         return found
 
-    def put_record(self, item: dict[str, Any]) -> None:
-        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(item)))
-
     def get_record(self, pk: str, sk: str) -> dict[str, Any] | None:
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
         got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))

@@ -67,8 +67,27 @@ async def _jobgate_error(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> str | None:
+    """Why the body is not JSON at all (a 400, as docs/api.md says), or None when it is JSON of the
+    wrong shape (a 422 naming the fields)."""
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if not loc or loc[0] != "body":
+            continue
+        if error.get("type") == "json_invalid":
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return f"The body is not JSON: it cannot be parsed{where}."
+        if isinstance(error.get("input"), bytes):  # FastAPI reads a non-JSON media type as bytes
+            sent = request.headers.get("content-type") or "none"
+            return f"The body is not JSON: send it with Content-Type: application/json (it had {sent})."
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
+    not_json = _not_json(request, exc)
+    if not_json is not None:
+        return problem(request, 400, slug="bad-request", title="Bad Request", detail=not_json)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()

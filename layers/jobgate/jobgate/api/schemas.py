@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 
 from jobgate.models import Job, JobError, JobStatus, Output
 from jobgate.services.jobs import OutputLink
-from jobgate.services.registry import CommandContract
 
 FINISH_REASON_DOC = (
     "Why the job ended, in one word (null until it has): exit_0, exit_nonzero (with partial: true for an"
@@ -189,10 +188,6 @@ class CommandSummary(BaseModel):
 class CommandList(BaseModel):
     stages: dict[str, list[str]]
     items: list[CommandSummary]
-
-
-class CommandDetail(CommandContract):
-    pass
 
 
 class OutputList(BaseModel):

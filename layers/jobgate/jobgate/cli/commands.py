@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Handled before this parser (jobgate.cli.main); listed so that --help shows them.
     sub.add_parser("dev", help="run the whole system on this machine (jobgate dev --help)", add_help=False)
     sub.add_parser("keys", help="create, list and revoke API keys (jobgate keys --help)", add_help=False)
+    sub.add_parser(
+        "invoke", help="run a function's handler on an event against `jobgate dev`", add_help=False
+    )
     return parser
 
 
@@ -205,7 +208,7 @@ def _file_parsers(add: Callable[[str, Handler | None, str], argparse.ArgumentPar
     download.add_argument("--name", help="only this output (its relative path)")
     download.add_argument("--out", default=".", help="folder to write into (.)")
 
-    upload = add("upload", _upload, "upload files; print their asset:// references")
+    upload = add("upload", _upload, "upload files; print their asset:// references, one a line")
     upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
     upload.add_argument("--media-type", help="declare this media type (default: from the content or name)")
     upload.add_argument(
@@ -435,12 +438,20 @@ def _cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 def _download(client: Client, args: argparse.Namespace) -> int:
+    job = client.get(args.job_id)
+    if not job.terminal:
+        raise JobgateClientError(
+            f"job {job.job_id} is {output.status_text(job)}: its outputs come when it ends "
+            f"(`jobgate watch {job.job_id}` waits for it)"
+        )
     out = Path(args.out)
     if args.name:
         # The output keeps its relative path (frames/0001.png), as when downloading them all.
         files = [client.download(args.job_id, safe_join(out, args.name), name=args.name)]
     else:
         files = client.download_outputs(args.job_id, out)
+    if not files:
+        raise JobgateClientError(f"job {job.job_id} ({output.status_text(job)}) wrote no files")
     if args.json:
         output.print_json({"files": [str(f) for f in files]})
     else:
@@ -456,8 +467,12 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
         assets.append(client.upload(path, media_type=args.media_type, labels=_labels(args.label)))
     if args.json:
         output.print_json(assets)
-    else:
-        sys.stdout.writelines(f"{a.ref}\t{p}\n" for a, p in zip(assets, args.files, strict=True))
+        return output.EXIT_OK
+    # Only the references on stdout, one a line in the order given: `--input $(jobgate upload f.npy)`.
+    sys.stdout.writelines(f"{a.ref}\n" for a in assets)
+    if sys.stderr.isatty():
+        for asset, path in zip(assets, args.files, strict=True):
+            output.note(f"{path} → {asset.ref} ({asset.media_type})")
     return output.EXIT_OK
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from jobgate.client.models import Job, Pipeline, RunStatus
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_INTERRUPTED = 0, 1, 2, 124, 130
 
 
 def to_jsonable(value: Any) -> Any:
@@ -144,12 +144,20 @@ def pipeline_exit_code(pipeline: Pipeline) -> int:
 
 
 def job_exit_code(job: Job) -> int:
-    """The exit status a shell sees: the command's own, else one that says what ended the job."""
+    """The exit status a shell sees: the command's own, or what ended the job.
+
+    A job stopped from outside exits as a local command stopped the same way: 124 for a timeout
+    (as `timeout(1)`), 130 for a cancel (as Ctrl-C), whatever status the signal left.
+    """
+    if job.status == "timed_out":
+        return EXIT_TIMED_OUT
+    if job.status == "cancelled":
+        return EXIT_INTERRUPTED
     if job.status == "succeeded":
         return job.exit_code or 0
     if job.exit_code:
         return job.exit_code if 0 < job.exit_code < 256 else EXIT_FAILED
-    return {"timed_out": 124, "cancelled": EXIT_INTERRUPTED}.get(job.status, EXIT_FAILED)
+    return EXIT_FAILED
 
 
 def report_failure(job: Job) -> None:

@@ -28,7 +28,7 @@ from jobgate.cli.zyra_args import (
 )
 from jobgate.client import Client
 from jobgate.client._core import new_run_id
-from jobgate.client.errors import JobgateClientError
+from jobgate.client.errors import JobgateClientError, NotFound
 from jobgate.client.models import CommandContract, Job, JobEvent, Param, RunResult
 from jobgate.media import guess_media_type
 
@@ -171,11 +171,26 @@ def apply_own_options(args: argparse.Namespace, own: dict[str, str | bool]) -> N
 
 
 def prepare(client: Client, args: argparse.Namespace, verb: str) -> tuple[CommandContract, CommandArgs]:
-    contract = client.command(args.stage, args.command)
+    contract = command_contract(client, args.stage, args.command, verb)
     words, own = split_own_options(args.words, contract, RUN_OPTIONS)
     apply_own_options(args, own)
     parsed = parse_command_words(contract, words, prog=f"jobgate {verb} {args.stage} {args.command}")
     return contract, parsed
+
+
+def command_contract(client: Client, stage: str, command: str, verb: str) -> CommandContract:
+    """The command's contract; an unknown stage or command is a usage error (exit 2), as zyra's
+    own parser makes it."""
+    try:
+        return client.command(stage, command)
+    except NotFound:
+        pass
+    stages = client.commands().stages
+    if stage not in stages:
+        choices = ", ".join(sorted(stages))
+        raise UsageError(f"{verb}: invalid stage '{stage}' (choose from {choices})") from None
+    choices = ", ".join(sorted(stages[stage]))
+    raise UsageError(f"{verb} {stage}: invalid command '{command}' (choose from {choices})") from None
 
 
 def upload_inputs(

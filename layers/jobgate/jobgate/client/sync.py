@@ -1,10 +1,13 @@
-"""The synchronous jobgate client: submit and run jobs, move files, follow progress."""
+"""The synchronous jobgate client: submit and run jobs, move files, follow progress.
+
+Generated from jobgate/client/aio.py by infra/generate_sync_client.py (`make client`): edit that file,
+then regenerate. Every call of `AsyncClient` is here, not awaited.
+"""
 
 from __future__ import annotations
 
 import builtins
 import os
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from jobgate.client import _core
+from jobgate.client import _sync_io as _io
 from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
 from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
 from jobgate.client.config import resolve_settings
@@ -46,9 +50,9 @@ from jobgate.client.models import (
 from jobgate.media import guess_media_type
 
 if TYPE_CHECKING:
-    from websockets.sync.client import ClientConnection
+    from websockets.sync.client import ClientConnection as Connection
 
-EventCallback = Callable[[JobEvent], None]
+EventCallback = _io.EventCallback
 
 
 class Client:
@@ -74,7 +78,7 @@ class Client:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         storage_transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: _io.Sleep = _io.sleep,
     ) -> None:
         settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
         self.url = settings.url
@@ -195,9 +199,6 @@ class Client:
         run_id: str | None = None,
         timeout_s: int | None = None,
     ) -> DryRun:
-        """Check a request as a submit would (contract, inputs, limits) and answer the argv it would run;
-        nothing is written or queued. A bad request raises what a submit would (ValidationError, ...).
-        Local `Path` values are uploaded first, as for a submit."""
         args = self._upload_paths(args or {}, None)
         body = _core.submit_body(
             stage, command, args, run_id=run_id, timeout_s=timeout_s, mode="async", wait_s=None
@@ -261,7 +262,7 @@ class Client:
         deadline = _core.Deadline(timeout)
         for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
             if on_event is not None:
-                on_event(event)
+                _io.call(on_event, event)
             if event.terminal:
                 break
             if deadline.passed:
@@ -282,23 +283,18 @@ class Client:
         return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
 
     def status(self, job_id: str) -> RunStatus:
-        """The job's light status (no args, no log tails): what to poll every few seconds."""
         return RunStatus.model_validate(self.request("GET", f"/v1/jobs/{job_id}/status").json())
 
     def run_status(self, run_id: str) -> RunStatus:
-        """The light status of the job submitted with this run_id (`run_<job_id>` when it gave none)."""
         return RunStatus.model_validate(self.request("GET", f"/v1/runs/{quote(run_id, safe='')}").json())
 
     def events(self, job_id: str, *, after_seq: int | None = None, wait_s: float = 0.0) -> EventPage:
-        """The job's numbered events after `after_seq` (None: from now on), waiting up to `wait_s` (<= 20)
-        for some: the WebSocket's events, over plain HTTP."""
         params = {"after_seq": after_seq, "wait_s": wait_s}
         return EventPage.model_validate(
             self.request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
         )
 
     def retry(self, job_id: str) -> Job:
-        """Submit an ended job's request again, as a new job linked to it (`retry_of`)."""
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/retry").json())
 
     def list_page(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
@@ -347,13 +343,9 @@ class Client:
             params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
     def read_output(self, job_id: str, name: str) -> bytes:
-        """One output's content, by its name: answered inline when small, else fetched from storage.
-
-        Conflict while the job has not ended; NotFound for a name it did not write; Gone once expired.
-        """
         response = self.request("GET", f"/v1/jobs/{job_id}/outputs/{quote(name)}")
         if response.is_redirect:
-            return self._storage_get(response.headers["location"]).content
+            return (self._storage_get(response.headers["location"])).content
         return response.content
 
     # -- pipelines ---------------------------------------------------------------------------
@@ -361,8 +353,6 @@ class Client:
     def submit_pipeline(
         self, steps: builtins.list[Mapping[str, Any]] | str | Path, *, run_id: str | None = None
     ) -> Pipeline:
-        """Submit steps (`{name, stage, command, args, after?, files?}`, reading each other's outputs as
-        `step://<name>/<path>`), or zyra's own pipeline file (a Path, or its YAML text)."""
         if isinstance(steps, str | Path):
             text = steps.read_text() if isinstance(steps, Path) else steps
             response = self.request(
@@ -379,7 +369,6 @@ class Client:
         return Pipeline.model_validate(self.request("GET", f"/v1/pipelines/{pipeline_id}").json())
 
     def list_pipelines(self, *, limit: int | None = None) -> Iterator[Pipeline]:
-        """This tenant's pipelines, newest first, following every page (up to `limit`)."""
         cursor: str | None = None
         count = 0
         while True:
@@ -395,13 +384,11 @@ class Client:
             cursor = page.next_cursor
 
     def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
-        """Cancel every step that has not ended."""
         return Pipeline.model_validate(self.request("DELETE", f"/v1/pipelines/{pipeline_id}").json())
 
     def wait_pipeline(
         self, pipeline_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
     ) -> Pipeline:
-        """Poll the pipeline until every step has ended."""
         deadline = _core.Deadline(timeout)
         schedule = _core.PollSchedule(poll_interval)
         while True:
@@ -455,7 +442,6 @@ class Client:
         """Upload a local file straight to S3 (presigned POST, or a multipart plan for large files).
 
         Answers the asset once AVAILABLE; its `ref` (`asset://<id>`) names it in a job's args.
-        `labels` (up to 10 `key: value`) file it for `list_assets(label=...)`.
         """
         path = Path(path)
         size = path.stat().st_size
@@ -489,7 +475,6 @@ class Client:
         limit: int | None = None,
         label: Mapping[str, str] | None = None,
     ) -> Iterator[Asset]:
-        """This tenant's assets, newest first; with `label`, only those carrying every one of them."""
         cursor: str | None = None
         count = 0
         labels = [f"{k}:{v}" for k, v in (label or {}).items()] or None
@@ -538,32 +523,35 @@ class Client:
         tracker = Tracker(job_id, after_seq)
         url = self.websocket_url or job.links.websocket
         if websocket and url and not job.terminal:
-            yield from self._watch_socket(tracker, url, idle_s)
+            for event in self._watch_socket(tracker, url, idle_s):
+                yield event
             if tracker.done:
                 return
             if tracker.started:  # the socket went away mid-job: go on from where the job is now
                 job = self.get(job_id)
         if not job.terminal:
-            yield from self._watch_events(tracker, job)
+            for event in self._watch_events(tracker, job):
+                yield event
             if tracker.done:
                 return
             job = self.get(job_id)
-        yield from self._watch_polling(tracker, job, poll_interval)
+        for event in self._watch_polling(tracker, job, poll_interval):
+            yield event
 
     def _watch_events(self, tracker: Tracker, job: Job) -> Iterator[JobEvent]:
-        """The same numbered events by the HTTP long poll; ends without `tracker.done` when the API has
-        no long poll (an older one), for the caller to poll the job."""
-        yield from tracker.snapshot_of(job)
+        for event in tracker.snapshot_of(job):
+            yield event
         cursor = tracker.cursor
         while not tracker.done:
             try:
                 page = self.events(job.job_id, after_seq=cursor, wait_s=_core.EVENT_WAIT_S)
             except NotFound:
                 return
-            yield from tracker.from_events([e.model_dump(exclude_none=True) for e in page.events])
+            for event in tracker.from_events([e.model_dump(exclude_none=True) for e in page.events]):
+                yield event
             cursor = page.next_after_seq
             if page.done and not tracker.done:
-                return  # ended without a final event in the log (its announcement was lost): read the job
+                return
 
     def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> Iterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
@@ -597,13 +585,13 @@ class Client:
             finally:
                 socket.close()
 
-    def _stream(self, socket: ClientConnection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
+    def _stream(self, socket: Connection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
         """One connection's events, until the job ends or the connection does."""
         socket.send(tracker.subscribe_message())
         quiet = _core.Quiet(idle_s)
         while not tracker.done:
             try:
-                events = tracker.from_socket(socket.recv(timeout=quiet.remaining()))
+                events = tracker.from_socket(_io.receive(socket, quiet.remaining()))
             except TimeoutError:
                 events = []
             replay = tracker.replay_request()
@@ -621,16 +609,15 @@ class Client:
         job = self.get(tracker.job_id)
         return tracker.from_job(job) if job.terminal else []
 
-    def _connect(self, url: str) -> ClientConnection | None:
+    def _connect(self, url: str) -> Connection | None:
         from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
 
         try:
-            return connect(
+            return _io.connect(
                 _core.websocket_url(url, self.api_key),
                 open_timeout=10,
                 close_timeout=2,
-                user_agent_header=_core.USER_AGENT,
+                user_agent=_core.USER_AGENT,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
             return None
@@ -775,7 +762,7 @@ def _read_range(path: Path, offset: int, length: int, report: Callable[[int], ob
     with path.open("rb") as fh:
         fh.seek(offset)
         while sent < length:
-            chunk = fh.read(min(CHUNK, length - sent))
+            chunk = _io.read(fh, min(CHUNK, length - sent))
             if not chunk:
                 raise JobgateClientError(f"{path} changed while it was being uploaded")
             sent += len(chunk)
@@ -791,7 +778,7 @@ def _write_stream(response: httpx.Response, target: Path, progress: ProgressCall
     try:
         with partial.open("wb") as fh:
             for chunk in response.iter_bytes(CHUNK):
-                fh.write(chunk)
+                _io.write(fh, chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

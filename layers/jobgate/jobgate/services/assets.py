@@ -14,7 +14,7 @@ from ulid import ULID
 from jobgate.adapters.blobs import BlobStore, ObjectInfo
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import Conflict, Gone
-from jobgate.media import same_kind, sniff_media_type
+from jobgate.media import media_type_for_name, same_kind, sniff_media_type
 from jobgate.models import Asset, AssetPage, AssetStatus, utcnow
 
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
@@ -52,6 +52,13 @@ def parse_label_filter(text: str) -> tuple[str, str]:
     return key, value
 
 
+# S3's largest object: 10,000 parts of at most 5 GiB each (48.8 TiB).
+MAX_OBJECT_BYTES = MAX_PARTS * 5 * 1024**3
+# What browsers, n8n and most HTTP tools declare when they do not know a file's type: "unknown", so the
+# asset records what its content (or else its name) shows instead of failing the upload.
+UNKNOWN_MEDIA_TYPE = "application/octet-stream"
+
+
 def upload_key(tenant: str, asset_id: str, filename: str) -> str:
     return f"uploads/{tenant}/{asset_id}/{filename}"
 
@@ -59,7 +66,7 @@ def upload_key(tenant: str, asset_id: str, filename: str) -> str:
 class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     media_type: str = Field(min_length=3, max_length=255)
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_OBJECT_BYTES)
     labels: dict[str, str] = Field(
         default_factory=dict,
         description=f"Up to {MAX_LABELS} `key: value` labels to find the asset by"
@@ -243,6 +250,7 @@ class AssetService:
                 "reason": reason,
                 "etag": info.etag,
                 "available_at": None if reason else self._clock(),
+                "media_type": _recognised(asset, info),
             }
         )
 
@@ -268,6 +276,14 @@ class AssetService:
         )
 
 
+def _recognised(asset: Asset, info: ObjectInfo) -> str:
+    """The asset's media type: as declared, or for an `octet-stream` declaration what the first bytes
+    prove, else what the file name says (still octet-stream when neither tells)."""
+    if asset.media_type != UNKNOWN_MEDIA_TYPE:
+        return asset.media_type
+    return sniff_media_type(info.head) or media_type_for_name(asset.filename)
+
+
 def _mismatch(asset: Asset, info: ObjectInfo) -> str | None:
     if info.size != asset.size:
         return f"declared {asset.size} bytes, uploaded {info.size}"
@@ -275,6 +291,6 @@ def _mismatch(asset: Asset, info: ObjectInfo) -> str | None:
     if stored and stored != asset.media_type:
         return f"declared {asset.media_type}, uploaded as {stored}"
     sniffed = sniff_media_type(info.head)
-    if sniffed and not same_kind(asset.media_type, sniffed):
+    if sniffed and asset.media_type != UNKNOWN_MEDIA_TYPE and not same_kind(asset.media_type, sniffed):
         return f"declared {asset.media_type}, but the content is {sniffed}"
     return None

@@ -17,6 +17,7 @@ from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import (
+    AssetFailed,
     AssetNotReady,
     Conflict,
     Gone,
@@ -344,6 +345,12 @@ class JobService:
                 warnings.append(
                     f"Asset '{asset_id}' is PENDING; its file has arrived, and a submit settles it."
                 )
+        if asset.status == AssetStatus.FAILED:
+            raise AssetFailed(
+                f"Argument '{name}' names asset '{asset_id}', which FAILED its upload check: "
+                f"{asset.reason}. Upload the file again.",
+                extra={"asset_id": asset_id, "reason": asset.reason},
+            )
         if asset.status != AssetStatus.AVAILABLE:
             raise AssetNotReady(
                 f"Argument '{name}' names asset '{asset_id}', which is {asset.status.value}, not AVAILABLE."

@@ -46,6 +46,9 @@ class ParamSpec(BaseModel):
     # For an output: the command may leave it unwritten (else a job whose command exits 0 without
     # writing it ends failed, `missing_output`).
     optional: bool = False
+    # For a number: the range a job may ask for (a width of 1e30 fails here, not in the worker).
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def spelling(self) -> str:
@@ -256,14 +259,10 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     value: Any
     if isinstance(raw, dict | list):
         return None, ["must be a single value"]
-    if spec.type == "integer":
-        if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and _is_int(raw))):
-            return None, ["must be an integer"]
-        value = int(raw)
-    elif spec.type == "number":
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
-            return None, ["must be a number"]
-        value = float(raw) if isinstance(raw, str) else raw
+    if spec.type in ("integer", "number"):
+        value, problems = _coerce_number(spec, raw)
+        if problems:
+            return None, problems
     else:
         if isinstance(raw, bool):
             return None, ["must be a string"]
@@ -278,6 +277,34 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
         return None, [f"must be one of {spec.choices}"]
     return value, _check_role(spec, value, allow_steps)
+
+
+def _coerce_number(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+    value: int | float
+    if spec.type == "integer":
+        whole = isinstance(raw, float) and math.isfinite(raw) and raw.is_integer()  # 800.0, 1e3 from JSON
+        if isinstance(raw, bool) or not (
+            isinstance(raw, int) or whole or (isinstance(raw, str) and _is_int(raw))
+        ):
+            return None, ["must be an integer"]
+        value = int(raw)
+    else:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
+            return None, ["must be a number"]
+        value = float(raw) if isinstance(raw, str) else raw
+    return value, _out_of_range(spec, value)
+
+
+def _out_of_range(spec: ParamSpec, value: float) -> list[str]:
+    if spec.minimum is not None and value < spec.minimum:
+        return [f"must be at least {_fmt_bound(spec.minimum)}"]
+    if spec.maximum is not None and value > spec.maximum:
+        return [f"must be at most {_fmt_bound(spec.maximum)}"]
+    return []
+
+
+def _fmt_bound(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 def _is_int(s: str) -> bool:
