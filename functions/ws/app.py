@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobgate.models import SubscribeRequest
 from jobgate.observability import logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import ApiServices
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 _subscriptions = ApiServices(load_settings(), Registry([])).subscriptions
-
-
-class Subscribe(BaseModel):
-    action: Literal["subscribe", "unsubscribe"]
-    job_id: str | None = Field(default=None, min_length=1, max_length=64)
-    pipeline_id: str | None = Field(default=None, min_length=1, max_length=64)
-    after_seq: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> Subscribe:
-        if (self.job_id is None) == (self.pipeline_id is None):
-            raise ValueError("name exactly one of job_id and pipeline_id")
-        return self
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -45,7 +33,7 @@ def handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str
         _subscriptions.disconnect(connection_id)
         return {"statusCode": 200}
     try:
-        message = Subscribe.model_validate_json(event.body or "")
+        message = SubscribeRequest.model_validate_json(event.body or "")
     except ValidationError as exc:
         _subscriptions.reject(
             connection_id, f"Send {{'action': 'subscribe', 'job_id': ...}}: {exc.errors()[0]['msg']}"

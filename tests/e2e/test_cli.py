@@ -166,6 +166,40 @@ def test_an_unknown_job_is_one_readable_line_and_exit_1(local_stack: DevProcess,
     assert done.stderr == "jobgate: Not found: No job '01ARZ3NDEKTSV4RRFFQ69G5FAV'.\n"
 
 
+def test_upload_prints_references_a_shell_can_substitute(local_stack: DevProcess, workdir: Path) -> None:
+    uploaded = jobgate(local_stack, workdir, "upload", "local.npy")
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert uploaded.stdout.startswith("asset://") and uploaded.stdout.count("\n") == 1
+    assert "\t" not in uploaded.stdout and " " not in uploaded.stdout
+    script = f"{' '.join(jobgate_command())} run visualize heatmap --input $(jobgate_upload local.npy) "
+    script += "--output map.png " + " ".join(FLAGS)
+    done = subprocess.run(
+        ["bash", "-c", f'jobgate_upload() {{ {" ".join(jobgate_command())} upload "$@"; }}; {script}'],
+        cwd=workdir,
+        env=environment(local_stack, workdir),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "map.png").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["visualise", "heatmap"], "jobgate: run: invalid stage 'visualise' (choose from "),
+        (["visualize", "heatmapp"], "jobgate: run visualize: invalid command 'heatmapp' (choose from "),
+    ],
+)
+def test_an_unknown_stage_or_command_exits_2_as_zyras_parser_does(
+    local_stack: DevProcess, workdir: Path, words: list[str], message: str
+) -> None:
+    done = jobgate(local_stack, workdir, "run", *words, "--input", "local.npy")
+    assert done.returncode == 2
+    assert done.stderr.startswith(message) and done.stderr.count("\n") == 1
+
+
 def test_commands_lists_stages_and_commands(local_stack: DevProcess, workdir: Path) -> None:
     table = jobgate(local_stack, workdir, "commands")
     assert table.returncode == 0
@@ -305,6 +339,12 @@ def test_ctrl_c_during_watch_leaves_the_job_running_and_cancel_stops_it(
 
     time.sleep(2)
     assert job_status(egress_stack, tmp_path, job_id)["status"] == "running"
+    early = jobgate(egress_stack, tmp_path, "download", job_id)
+    assert early.returncode == 1 and early.stdout == ""
+    assert early.stderr == (
+        f"jobgate: job {job_id} is running: its outputs come when it ends "
+        f"(`jobgate watch {job_id}` waits for it)\n"
+    )
 
     cancelled = jobgate(egress_stack, tmp_path, "cancel", job_id)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -321,7 +361,7 @@ def test_a_job_that_times_out_exits_non_zero_with_one_readable_line(
     done = jobgate(
         egress_stack, tmp_path, "run", "acquire", "http", silent_url, "-o", "page.html", "--timeout-s", "3"
     )
-    assert done.returncode != 0
+    assert done.returncode == 124  # as `timeout(1)` exits
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("jobgate: job ") and "(acquire http) timed out: Killed after" in last
 

@@ -91,6 +91,7 @@ def test_every_sample_event_is_tested() -> None:
         "ws-subscribe.json",
         "ws-disconnect.json",
         "sweeper-schedule.json",
+        "assets-s3-upload.json",
     }
 
 
@@ -119,6 +120,33 @@ def test_sample_events_through_their_handlers(seeded: JobStore) -> None:
     assert seeded.get(JOB_ID).status == "succeeded"
     status, problem = call("api-cancel-job.json")
     assert status == 409 and problem["type"] == "urn:jobgate:problem:invalid-transition"  # type: ignore[index]
+
+
+def test_upload_sample_event_through_the_assets_function(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch, npy_file: Path
+) -> None:
+    for key, value in resources.env().items():
+        monkeypatch.setenv(key, value)
+    store = JobStore(aws_clients.dynamodb(), resources.table_name, timedelta(days=1))
+    s3_key = f"uploads/default/{ASSET_ID}/field.npy"
+    boto3.client("s3").put_object(
+        Bucket=resources.bucket_name, Key=s3_key, Body=npy_file.read_bytes(), ContentType="application/x-npy"
+    )
+    store.put_asset(
+        Asset(
+            asset_id=ASSET_ID,
+            tenant="default",
+            filename="field.npy",
+            media_type="application/x-npy",
+            size=npy_file.stat().st_size,
+            key=s3_key,
+            created_at=utcnow(),
+        )
+    )
+    assets = load_handler("assets")
+    out = assets.handler(event("assets-s3-upload.json"), FakeContext(function_name="assets"))
+    assert out == {"batchItemFailures": []}
+    assert store.get_asset(ASSET_ID, tenant="default").status == AssetStatus.AVAILABLE
 
 
 def test_websocket_sample_events_through_their_handler(

@@ -8,11 +8,12 @@ import subprocess
 import time
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import boto3
 import httpx
 import pytest
-from jobgate_local.testing import free_port, jobgate_command, start_dev
+from jobgate_local.testing import DevProcess, free_port, jobgate_command, start_dev
 
 DEV_KEY = "cli-test-key-0123456789"
 
@@ -38,6 +39,8 @@ Resources:
       KeySchema: [{AttributeName: pk, KeyType: HASH}]
   DeadLetters:
     Type: AWS::SQS::Queue
+  Files:
+    Type: AWS::S3::Bucket
   Queue:
     Type: AWS::SQS::Queue
     Properties:
@@ -169,6 +172,80 @@ def test_dev_serves_the_template_and_ctrl_c_leaves_no_process(small_template: Pa
     log = dev.log()
     assert "jobgate dev is running" in log and DEV_KEY in log
     assert "stopping" in log
+
+
+def _admin(dev: DevProcess, service: str) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=dev.aws_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _wait_for_item(dev: DevProcess, pk: str) -> None:
+    deadline = time.monotonic() + 15
+    while "Item" not in _admin(dev, "dynamodb").get_item(
+        TableName=dev.resources["Table"], Key={"pk": {"S": pk}}
+    ):
+        assert time.monotonic() < deadline, dev.log()
+        time.sleep(0.1)
+
+
+def test_data_and_the_dev_key_survive_a_restart_and_fresh_starts_empty(
+    small_template: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "JOBGATE_DEV_API_KEY"}  # a key of its own, kept
+    args = ["--api-concurrency", "1", "--workers", "1"]
+    run = tmp_path / "run"
+    with start_dev(template=small_template, workdir=run, args=args, env=env, timeout=60) as dev:
+        key = dev.api_key
+        assert (run / ".jobgate" / "api-key").read_text().strip() == key
+        sent = httpx.post(
+            f"{dev.http_url}/enqueue",
+            content="job-1",
+            headers={"X-API-Key": key, "content-type": "text/plain"},
+        )
+        assert sent.status_code == 202
+        _wait_for_item(dev, "job-1")
+        _admin(dev, "s3").put_object(
+            Bucket=dev.resources["Files"], Key="a/b.json", Body=b'{"x": 1}', ContentType="application/json",
+            Metadata={"origin": "test"},
+        )  # fmt: skip
+        _admin(dev, "sqs").send_message(
+            QueueUrl=dev.resources["DeadLetters"],
+            MessageBody="waiting",
+            MessageAttributes={"job_id": {"DataType": "String", "StringValue": "J1"}},
+        )
+        assert dev.stop() == 0, dev.log()
+    assert "saved to" in dev.log()
+
+    with start_dev(template=small_template, workdir=run, args=args, env=env, timeout=60) as dev:
+        assert dev.api_key == key  # made once for this folder, and kept
+        assert "restored from" in dev.log()
+        _wait_for_item(dev, "job-1")
+        got = _admin(dev, "s3").get_object(Bucket=dev.resources["Files"], Key="a/b.json")
+        assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (
+            b'{"x": 1}', "application/json", {"origin": "test"}
+        )  # fmt: skip
+        waiting = _admin(dev, "sqs").receive_message(
+            QueueUrl=dev.resources["DeadLetters"], MessageAttributeNames=["All"], WaitTimeSeconds=1
+        )["Messages"]
+        assert [(m["Body"], m["MessageAttributes"]["job_id"]["StringValue"]) for m in waiting] == [
+            ("waiting", "J1")
+        ]
+        # The functions' roles are new; the restored table is theirs all the same.
+        text = {"X-API-Key": key, "content-type": "text/plain"}
+        assert httpx.post(f"{dev.http_url}/enqueue", content="job-2", headers=text).status_code == 202
+        _wait_for_item(dev, "job-2")
+        assert dev.stop() == 0, dev.log()
+
+    with start_dev(template=small_template, workdir=run, args=[*args, "--fresh"], env=env, timeout=60) as dev:
+        assert dev.api_key == key
+        table = _admin(dev, "dynamodb").scan(TableName=dev.resources["Table"])
+        assert table["Items"] == []
+        assert _admin(dev, "s3").list_objects_v2(Bucket=dev.resources["Files"]).get("Contents", []) == []
 
 
 def test_a_port_in_use_is_one_clear_line_and_exit_status_1(small_template: Path, tmp_path: Path) -> None:

@@ -186,6 +186,61 @@ def test_content_that_contradicts_the_declared_type_fails(client: Client, tmp_pa
     assert asset["status"] == "FAILED" and "image/png" in asset["reason"]
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "recorded"),
+    [
+        ("field.npy", None, "application/x-npy"),  # the content tells
+        ("table.csv", b"time,value\n1,2\n", "text/csv"),  # only the name tells
+        ("blob.unknownext", b"\x00\x01\x02 no magic", "application/octet-stream"),  # nothing tells
+    ],
+)
+def test_octet_stream_means_unknown_and_the_asset_records_what_it_is(
+    client: Client, tmp_path: Path, npy_file: Path, name: str, content: bytes | None, recorded: str
+) -> None:
+    # What browsers, n8n and most HTTP tools declare for a type they do not know.
+    path = tmp_path / name
+    path.write_bytes(npy_file.read_bytes() if content is None else content)
+    ticket = upload(client, path, "application/octet-stream")
+    asset = client.call("GET", f"/v1/assets/{ticket['asset_id']}").json()
+    assert (asset["status"], asset["media_type"], asset["reason"]) == ("AVAILABLE", recorded, None)
+    if recorded == "application/x-npy":
+        args = {"input": f"asset://{asset['asset_id']}", "output": "m.png", **FLAGS}
+        job = run(client, {"stage": "visualize", "command": "heatmap", "args": args})
+        assert job["status"] == "succeeded", job
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "slug"),
+    [
+        (10 * 10**12, 413, "upload-too-large"),  # 10 TB: more than a tenant may upload in a day
+        (10_000 * 5 * 2**30 + 1, 422, "validation"),  # more than S3 can hold in one object
+    ],
+)
+def test_a_size_that_can_never_be_granted_is_not_a_429(
+    client: Client, size: int, status: int, slug: str
+) -> None:
+    answer = client.call(
+        "POST", "/v1/uploads", body={"filename": "huge.npy", "media_type": "application/x-npy", "size": size}
+    )
+    assert answer.status == status, answer.body
+    problem = answer.json()
+    assert problem["type"] == f"urn:jobgate:problem:{slug}" and "retry_after" not in problem
+    assert "retry-after" not in answer.headers
+
+
+def test_a_job_naming_a_failed_asset_says_why_it_failed(client: Client, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.npy"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    failed = upload(client, fake, "application/x-npy")["asset_id"]
+    args = {"input": f"asset://{failed}", "output": "x.png", **FLAGS}
+    answer = client.submit({"stage": "visualize", "command": "heatmap", "args": args})
+    assert answer.status == 409, answer.body
+    problem = answer.json()
+    assert problem["type"] == "urn:jobgate:problem:asset-failed"
+    assert "FAILED" in problem["detail"] and "image/png" in problem["detail"]
+    assert "image/png" in problem["reason"]
+
+
 def test_s3_event_settles_the_asset(client: Client, npy_file: Path, stack_env: Resources) -> None:
     ticket = upload(client, npy_file, "application/x-npy")
     key = ticket["upload"]["fields"]["key"]

@@ -23,6 +23,7 @@ import boto3
 import httpx
 import numpy as np
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 from jobgate_local.testing import DevProcess, launch_dev
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,8 +266,8 @@ def jobs_by_status(api: httpx.Client) -> dict[str, list[str]]:
     return listed
 
 
-def status_events(stack: DevProcess, job_id: str) -> list[str]:
-    """The statuses the job's event stream announced (what a WebSocket subscriber replays)."""
+def job_events(stack: DevProcess, job_id: str) -> list[dict[str, Any]]:
+    """The job's event log as stored (what a WebSocket subscriber replays), in order."""
     ddb = boto3.client(
         "dynamodb",
         endpoint_url=stack.aws_endpoint_url,
@@ -274,11 +275,23 @@ def status_events(stack: DevProcess, job_id: str) -> list[str]:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    items = ddb.query(
-        TableName=stack.resources["JobsTable"],
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :evt)",
-        ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":evt": {"S": "EVT#"}},
-        ConsistentRead=True,
-    )["Items"]
-    events = [item["event"]["M"] for item in items]
-    return [e["status"]["S"] for e in events if e["type"]["S"] == "status"]
+    query: dict[str, Any] = {
+        "TableName": stack.resources["JobsTable"],
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :evt)",
+        "ExpressionAttributeValues": {":pk": {"S": f"JOB#{job_id}"}, ":evt": {"S": "EVT#"}},
+        "ConsistentRead": True,
+    }
+    events: list[dict[str, Any]] = []
+    while True:
+        page = ddb.query(**query)
+        for item in page["Items"]:
+            event = TypeDeserializer().deserialize(item["event"])
+            events.append({"sk": item["sk"]["S"], **event})
+        if "LastEvaluatedKey" not in page:
+            return events
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def status_events(stack: DevProcess, job_id: str) -> list[str]:
+    """The statuses the job's event stream announced."""
+    return [str(e["status"]) for e in job_events(stack, job_id) if e.get("type") == "status"]

@@ -38,6 +38,7 @@ from tests.reliability.conftest import (
     Origin,
     fetch,
     heatmap,
+    job_events,
     parent_pid,
     status_events,
     wait_for,
@@ -243,6 +244,14 @@ def test_soak_every_job_ends_once_as_it_should_and_every_output_is_what_s3_holds
         attempts[job["attempts"]] += 1
         lists = [status for status, members in listed.items() if job_id in members]
         problems = _check(sub, job, lists, status_events(soak_stack, job_id))
+        if problems:  # what the job's event log holds tells how it came to be wrong
+            log = [
+                {k: e.get(k) for k in ("sk", "type", "status", "seq", "exit_code") if e.get(k) is not None}
+                for e in job_events(soak_stack, job_id)
+                if e.get("type") != "log"
+            ]
+            problems.append(f"events {log}")
+            problems.append(f"its functions logged {_story(soak_stack, job_id)}")
         for output in api.every_page(f"/v1/jobs/{job_id}/outputs"):
             outputs_checked += 1
             if _sha256_of(output["url"]) != output["sha256"]:
@@ -266,6 +275,20 @@ def test_soak_every_job_ends_once_as_it_should_and_every_output_is_what_s3_holds
     assert sum(faults.get("injected", {}).values()) > 0, faults  # the soak did meet faults
     assert killer.killed, "no worker was killed mid-job"
     assert not wrong, "\n".join(wrong[:30])
+
+
+def _story(stack: DevProcess, job_id: str) -> list[str]:
+    """What the functions logged about one job, in order: each line's message and its function."""
+    story = []
+    for line in stack.log().splitlines():
+        if job_id not in line or "{" not in line:
+            continue
+        try:
+            record = json.loads(line[line.index("{") :])
+        except ValueError:
+            continue
+        story.append(f"{record.get('function_name', '?')}: {record.get('message')}")
+    return story[:60]
 
 
 def _check(sub: Submitted, job: dict[str, Any], lists: list[str], statuses: list[str]) -> list[str]:

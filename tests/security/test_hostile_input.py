@@ -183,3 +183,26 @@ def test_a_streamed_body_is_cut_off_once_it_passes_the_limit() -> None:
     assert len(read_chunks) == 5  # 5000 bytes read, then it stopped
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["type"] == "urn:jobgate:problem:payload-too-large"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"stage": "visualize", ', "application/json"),  # cut short
+        (b"stage=visualize&command=heatmap", "application/x-www-form-urlencoded"),
+        (b"{'stage': 'visualize'}", "application/json"),  # Python, not JSON
+        (b"stage: visualize\n", "text/plain"),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400_as_docs_api_says(api: Api, body: bytes, content_type: str) -> None:
+    key = create_key("acme")
+    answer = api.call("POST", "/v1/jobs", key, body=body, headers={"content-type": content_type})
+    problem = assert_problem(answer, 400, "bad-request")
+    assert problem["detail"].startswith("The body is not JSON")
+    _nothing_recorded(api, key)
+
+
+def test_json_of_the_wrong_shape_is_still_a_422_naming_the_field(api: Api) -> None:
+    key = create_key("acme")
+    answer = api.call("POST", "/v1/jobs", key, body=[1, 2])
+    assert_problem(answer, 422, "validation")

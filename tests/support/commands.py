@@ -81,6 +81,56 @@ class Probes:
         return PROBES[argv[0]](argv[1:])
 
 
+class Files:
+    """One command, `files write`, that writes a file as a real command would: a copy of its input (a
+    text or JSON file) with a line added, or `--size` bytes; it exits with `--exit`, and its contract
+    names exit 3 as partial success (a run that did part of its work)."""
+
+    name = "files"
+
+    def contracts(self) -> list[Any]:
+        from jobgate.services.registry import CommandContract, ParamSpec
+
+        params = [
+            ParamSpec(
+                dest="input",
+                flags=["--input"],
+                kind="option",
+                role="input",
+                media_types=["text/plain", "application/json"],
+            ),
+            ParamSpec(dest="output", flags=["--output"], kind="option", role="output", required=True),
+            ParamSpec(dest="size", flags=["--size"], kind="option", type="integer"),
+            ParamSpec(dest="exit", flags=["--exit"], kind="option", type="integer"),
+        ]
+        return [
+            CommandContract(
+                command_set=self.name,
+                stage="files",
+                command="write",
+                params=params,
+                partial_exit_codes=[3],
+            )
+        ]
+
+    def warm(self) -> None:
+        pass
+
+    def run(self, argv: list[str]) -> int:
+        options = dict(word[2:].split("=", 1) for word in argv[2:] if word.startswith("--"))
+        target = Path(options["output"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "input" in options:
+            data = Path(options["input"]).read_bytes() + b"copied\n"
+        elif "size" in options:
+            data = (b"0123456789abcdef" * (int(options["size"]) // 16 + 1))[: int(options["size"])]
+        else:
+            data = b'{"answer": 42}\n'
+        target.write_bytes(data)
+        print(f"wrote {target} ({len(data)} bytes)", file=sys.stderr)  # noqa: T201
+        return int(options.get("exit", "0"))
+
+
 # -- output, exit codes, signals --------------------------------------------------------------------
 
 

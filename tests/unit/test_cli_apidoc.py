@@ -52,3 +52,15 @@ def test_the_template_parameters_the_deploy_guide_must_explain(tmp_path: Path) -
     guide = tmp_path / "deploy.md"
     guide.write_text("| `ApiKey` | the key |\n")
     assert apidoc.undocumented_parameters(template, guide) == ["LogLevel"]
+
+
+def test_the_websocket_section_comes_from_the_asyncapi_document(schema: dict[str, object]) -> None:
+    asyncapi = apidoc.asyncapi_document(Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml")
+    assert asyncapi is not None
+    text = apidoc.render(schema, asyncapi)  # type: ignore[arg-type]
+    section = text[text.index("## WebSocket\n") : text.index("## Schemas\n")]
+    assert 'wscat -c "ws://127.0.0.1:8001/?api_key=$KEY"' in section
+    for message in asyncapi["components"]["messages"].values():  # type: ignore[index]
+        assert f"- `{message['name']}` (" in section
+    assert '<a id="schema-ws-logevent"></a>' in section and "[Seq](#schema-ws-seq)" in section
+    assert "## WebSocket" not in apidoc.render(schema)  # type: ignore[arg-type]

@@ -137,8 +137,10 @@ def test_jobgates_own_options_may_follow_the_command_unless_the_command_has_them
         ({"status": "failed", "exit_code": 2}, 2),
         ({"status": "failed", "exit_code": None, "error": {"type": "input", "message": "gone"}}, 1),
         ({"status": "timed_out", "exit_code": None}, 124),
-        ({"status": "timed_out", "exit_code": 143}, 143),
+        # A job killed for its timeout exits as `timeout(1)` makes it, whatever its signal left.
+        ({"status": "timed_out", "exit_code": 143}, 124),
         ({"status": "cancelled", "exit_code": None}, 130),
+        ({"status": "cancelled", "exit_code": 143}, 130),
     ],
 )
 def test_a_jobs_exit_status_is_the_commands_or_says_what_ended_it(fields: dict[str, Any], code: int) -> None:

@@ -81,6 +81,25 @@ def test_the_state_of_jobgate_dev_is_the_last_resort(tmp_path: Path) -> None:
     assert (chosen.url, chosen.api_key, chosen.websocket_url) == ("http://127.0.0.1:8000", "dev", "ws://x")
 
 
+def test_the_state_of_jobgate_dev_is_found_from_any_folder_inside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / ".jobgate").mkdir(parents=True)
+    (checkout / ".jobgate" / "dev.json").write_text(
+        json.dumps({"http_url": "http://127.0.0.1:8123", "api_key": "k"})
+    )
+    deep = checkout / "docs" / "notes"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    chosen = resolve_settings(env={}, config_file=tmp_path / "none.toml")
+    assert (chosen.url, chosen.api_key) == ("http://127.0.0.1:8123", "k")
+    assert chosen.source.startswith(str(checkout / ".jobgate" / "dev.json"))
+    monkeypatch.chdir(tmp_path)  # outside the checkout: no stack
+    with pytest.raises(ConfigError, match="no API URL"):
+        resolve_settings(env={}, config_file=tmp_path / "none.toml")
+
+
 def test_nothing_configured_says_how_to_configure(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no API URL: pass --url, set JOBGATE_URL"):
         resolve_settings(env={}, config_file=tmp_path / "none.toml", dev_state=None)

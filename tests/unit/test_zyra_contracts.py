@@ -207,6 +207,37 @@ def test_check_names_each_bad_field(registry: Registry) -> None:
     assert missing == {"input": "required", "output": "required"}
 
 
+@pytest.mark.parametrize(
+    ("stage", "command", "name", "value"),
+    [
+        ("visualize", "heatmap", "width", 1e30),
+        ("visualize", "heatmap", "width", 10**30),
+        ("visualize", "heatmap", "height", 0),
+        ("visualize", "contour", "dpi", 100_000),
+        ("visualize", "animate", "fps", -1),
+        ("visualize", "animate", "particles", 10**9),
+        ("process", "reproject", "width", "99999999"),
+    ],
+)
+def test_numbers_that_size_an_image_or_a_video_are_bounded(
+    registry: Registry, stage: str, command: str, name: str, value: object
+) -> None:
+    errors = check_errors(
+        registry,
+        stage,
+        command,
+        {name: value, "output": "x.png"} if command != "reproject" else {name: value},
+    )
+    assert errors[name].startswith(("must be at most", "must be at least")), errors
+
+
+def test_sizes_within_their_bounds_pass(registry: Registry) -> None:
+    args = {"width": 800, "height": 400, "dpi": 150, "output": "x.png", "input": "asset://" + "A" * 26}
+    assert registry.check("visualize", "heatmap", args).args["width"] == 800
+    spec = registry.get("visualize", "heatmap").param("width")
+    assert spec is not None and (spec.minimum, spec.maximum) == (1, 8192)
+
+
 def test_values_that_argparse_would_read_as_flags_are_refused(registry: Registry) -> None:
     errors = check_errors(
         registry,
@@ -383,3 +414,13 @@ def test_argparse_kinds_zyra_does_not_use_yet_are_read_too() -> None:
     assert got["names"].role == "output"
     with pytest.raises(ValueError, match="unknown argument"):
         contracts_from_parser(root, "demo", overrides={("gen", "gen"): {"nope": Override(role="input")}})
+
+
+def test_every_bounded_default_is_within_its_bounds(registry: Registry) -> None:
+    for contract in registry.contracts():
+        for spec in contract.params:
+            if spec.minimum is not None and isinstance(spec.default, int | float):
+                assert spec.minimum <= spec.default <= (spec.maximum or spec.default), (
+                    contract.command,
+                    spec,
+                )

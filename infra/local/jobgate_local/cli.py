@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import tools
 from .components import Component
 from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
@@ -107,10 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-visibility-timeout", type=int, metavar="SECONDS", help="sets QueueVisibilityTimeoutSeconds"
     )
     dev.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the stack keeps its dev API key and its saved data across restarts, and writes "
+        "dev.json while it runs (.jobgate; the folder of --state-file when only that is given)",
+    )
+    dev.add_argument(
         "--state-file",
         type=Path,
-        default=Path(".jobgate/dev.json"),
-        help="where the URLs, API key and resource names are written for tools (.jobgate/dev.json)",
+        help="where the URLs, API key, local AWS endpoint and credentials are written for tools while the "
+        "stack runs (STATE_DIR/dev.json)",
+    )
+    dev.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty: forget the jobs, assets and files saved by the last run (the dev API key stays)",
     )
     faults = dev.add_argument_group(
         "fault injection",
@@ -144,7 +156,42 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--log-file", type=Path, help="write logs and function output there instead of stderr")
     dev.add_argument("-v", "--verbose", action="store_true", help="log every invoke")
     dev.set_defaults(run=run_dev)
+    dev_tools = dev.add_subparsers(dest="dev_tool", metavar="[env]")
+    env = dev_tools.add_parser(
+        "env",
+        help='print `export` lines for the running stack (eval "$(jobgate dev env)")',
+        description="Print the running stack's API URL and key, local AWS endpoint, region and admin "
+        'credentials and table name as `export` lines for a shell: eval "$(jobgate dev env)".',
+    )
+    env.set_defaults(run=lambda _args: tools.main_tool(tools.print_environment, sys.stdout))
+    _tool_parsers(commands)
     return parser
+
+
+def _tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    invoke = commands.add_parser(
+        "invoke",
+        help="run one function's handler on one event against the running `jobgate dev`",
+        description="Run FUNCTION's handler on the event in a sandbox of its own, with the environment "
+        "and role credentials the running stack gives it (.jobgate/env-vars.json): what "
+        "`sam local invoke FUNCTION -e EVENT` does in Docker, without Docker. Its answer goes to stdout.",
+    )
+    invoke.add_argument("function", metavar="FUNCTION", help="logical id (WorkerFunction) or short (Worker)")
+    invoke.add_argument("-e", "--event", type=Path, required=True, metavar="EVENT", help="the event (JSON)")
+    invoke.set_defaults(
+        run=lambda args: tools.main_tool(tools.invoke, args.function, args.event, sys.stdout, sys.stderr)
+    )
+    events = commands.add_parser("events", help="sample events for `jobgate invoke` and `sam local invoke`")
+    kinds = events.add_subparsers(dest="events_action", required=True, metavar="new")
+    new = kinds.add_parser(
+        "new",
+        help="write a sample event naming the running stack's newest job and asset",
+        description="Copy events/NAME.json with the running stack's newest job and asset, its dev key, "
+        "bucket and queues in place of the sample's (to events/local/NAME.json, or -o FILE; -o - prints it).",
+    )
+    new.add_argument("name", metavar="NAME", help="a sample of events/, such as api-get-job")
+    new.add_argument("-o", "--output", type=Path, help="where to write it (- for stdout)")
+    new.set_defaults(run=lambda args: tools.main_tool(tools.new_event, args.name, args.output, sys.stdout))
 
 
 def dev_components(args: argparse.Namespace) -> list[Component]:
@@ -178,12 +225,34 @@ def fault_settings(args: argparse.Namespace) -> FaultSettings | None:
     )
 
 
+def dev_api_key(state_dir: Path) -> str:
+    """JOBGATE_DEV_API_KEY, else the key made for this checkout the first time (STATE_DIR/api-key)."""
+    given = os.environ.get("JOBGATE_DEV_API_KEY")
+    if given:
+        return given
+    path = state_dir / "api-key"
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if kept:
+        return kept
+    key = secrets.token_urlsafe(24)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pending = path.with_suffix(".tmp")
+    pending.write_text(key + "\n")
+    pending.chmod(0o600)
+    pending.replace(path)
+    return key
+
+
 def run_dev(args: argparse.Namespace) -> int:
     if not args.template.is_file():
         sys.stderr.write(
             f"jobgate dev: no template at {args.template}; run from the repository root or pass --template\n"
         )
         return 1
+    state_dir: Path = args.state_dir or (args.state_file.parent if args.state_file else Path(".jobgate"))
     log_stream = args.log_file.open("a", buffering=1) if args.log_file else None
     try:
         setup_logging(log_stream, verbose=args.verbose)
@@ -192,8 +261,10 @@ def run_dev(args: argparse.Namespace) -> int:
             host=args.host,
             moto_port=args.moto_port,
             parameters=dev_parameters(args),
-            api_key=os.environ.get("JOBGATE_DEV_API_KEY") or secrets.token_urlsafe(24),
-            state_file=args.state_file,
+            api_key=dev_api_key(state_dir),
+            state_file=args.state_file or state_dir / "dev.json",
+            state_dir=state_dir,
+            fresh=args.fresh,
             faults=fault_settings(args),
         )
         return asyncio.run(serve(DevStack(options, dev_components(args))))

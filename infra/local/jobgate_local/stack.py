@@ -21,6 +21,7 @@ from .components import Component, RunningStack
 from .functions import ACCOUNT_ID, REGION, FunctionConfig, FunctionPool
 from .identities import FunctionIdentity, create_identities
 from .moto_server import MotoServer
+from .persistence import SavedAws
 from .procs import StartupError, reserve_port
 from .provision import LOCAL_CREDENTIALS, ProvisionedStack, provision
 from .strict import FaultSettings
@@ -47,6 +48,9 @@ class DevOptions:
     parameters: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     state_file: Path | None = None
+    # Where the local AWS's data is saved at stop and restored at start (None: nothing is kept).
+    state_dir: Path | None = None
+    fresh: bool = False
     stack_name: str = STACK_NAME
     init_timeout_s: float = 180.0
     faults: FaultSettings | None = None
@@ -73,11 +77,18 @@ class DevStack:
         self.template: Template | None = None
         self.provisioned: ProvisionedStack | None = None
         self.pools: dict[str, FunctionPool] = {}
+        # Each function's environment as its sandboxes get it: the template's, resolved, then the
+        # local AWS endpoint and its role's credentials.
+        self.function_environments: dict[str, dict[str, str]] = {}
         self.identities: dict[str, FunctionIdentity] = {}
         self._moto: MotoServer | None = None
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="invoke")
         self._moto_sock: socket.socket | None = None
         self._reserved: list[Component] = []
+        self.saved = SavedAws(options.state_dir / "aws") if options.state_dir is not None else None
+        # Set once the data is what it should be (restored, or fresh): only then may a stop save it,
+        # so a start that failed halfway never overwrites the saved data with an empty stack.
+        self._may_save = False
 
     async def start(self) -> None:
         options = self.options
@@ -101,6 +112,7 @@ class DevStack:
         provisioned = await asyncio.to_thread(provision, template, self._moto.endpoint_url)
         self.provisioned = provisioned
         logger.info("moto on %s: %s", provisioned.endpoint_url, ", ".join(sorted(provisioned.physical_ids)))
+        await asyncio.to_thread(self._restore, provisioned)
 
         resolver = self._resolver(template, provisioned)
         configs = function_configs(template, resolver)
@@ -112,6 +124,28 @@ class DevStack:
         running = RunningStack(template, provisioned, resolver, self.pools, self._executor)
         for component in self.components:
             await component.start(running)
+
+    def _restore(self, provisioned: ProvisionedStack) -> None:
+        if self.saved is None:
+            return
+        if self.options.fresh:
+            self.saved.forget()
+            logger.info("starting empty (--fresh): the saved data is gone")
+        elif self.saved.exists():
+            counts = self.saved.restore(
+                provisioned.endpoint_url, provisioned.physical_ids, provisioned.resource_types
+            )
+            logger.info("restored from %s: %s", self.saved.folder, counts)
+        self._may_save = True
+
+    def _save(self) -> None:
+        if self.saved is None or not self._may_save or self.provisioned is None:
+            return
+        provisioned = self.provisioned
+        counts = self.saved.save(
+            provisioned.endpoint_url, provisioned.physical_ids, provisioned.resource_types
+        )
+        logger.info("saved to %s: %s (`jobgate dev --fresh` starts empty)", self.saved.folder, counts)
 
     def _resolver(self, template: Template, provisioned: ProvisionedStack) -> Resolver:
         refs = dict(provisioned.physical_ids)
@@ -145,6 +179,7 @@ class DevStack:
                 config = replace(config, environment={**config.environment, **extra_environment})
             identity = self.identities.get(logical_id)
             aws_env = local_aws_environment(endpoint_url, identity.environment if identity else None)
+            self.function_environments[logical_id] = {**config.environment, **aws_env}
             try:
                 pool = FunctionPool(config, sizes.get(logical_id, 1), aws_env=aws_env)
             except FileNotFoundError as exc:
@@ -170,6 +205,7 @@ class DevStack:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             *((component.name, component.stop) for component in reversed(self._reserved)),
             ("sandboxes", self._stop_pools),
+            ("saving the local AWS's data", partial(asyncio.to_thread, self._save)),
             ("moto", self._stop_moto),
         ]
         for name, step in steps:
@@ -208,12 +244,20 @@ class DevStack:
             "api_key": self.template.parameters.get(API_KEY_PARAMETER),
             "aws_endpoint_url": self.provisioned.endpoint_url,
             "region": REGION,
+            # The stack's admin identity, allowed everything (the functions have their own roles).
+            "aws_access_key_id": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
             "stack_name": self.provisioned.stack_name,
             "template": str(self.template.path),
             "resources": self.provisioned.physical_ids,
             "functions": {
                 lid: {
                     "name": pool.config.function_name,
+                    "code_dir": str(pool.config.code_dir),
+                    "handler": pool.config.handler,
+                    "timeout_s": pool.config.timeout_s,
+                    "memory_mb": pool.config.memory_mb,
                     "sandboxes": pool.size,
                     "pids": pool.pids(),
                     "role": self.identities[lid].role_name if lid in self.identities else None,
@@ -222,6 +266,7 @@ class DevStack:
             },
             "moto_pid": self._moto.pid if self._moto is not None else None,
             "faults": self.options.faults.to_json() if self.options.faults else None,
+            "env_vars_file": str(env_vars_file(self.options.state_file)) if self.options.state_file else None,
         }
 
     def banner(self) -> str:
@@ -255,7 +300,13 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pending = path.with_suffix(path.suffix + ".tmp")
     pending.write_text(json.dumps(state, indent=2) + "\n")
+    pending.chmod(0o600)  # it holds the dev API key and the local AWS's credentials
     pending.replace(path)  # readers never see a half-written file
+
+
+def env_vars_file(state_file: Path) -> Path:
+    """Where `jobgate dev` writes each function's environment, beside its state file."""
+    return state_file.with_name("env-vars.json")
 
 
 async def serve(stack: DevStack) -> int:
@@ -275,6 +326,9 @@ async def serve(stack: DevStack) -> int:
         else:
             starting.result()
             if stack.options.state_file is not None:
+                # `sam local invoke --env-vars` and `jobgate invoke` read it: written before the state
+                # file, which tells the stack is up.
+                write_state(env_vars_file(stack.options.state_file), stack.function_environments)
                 write_state(stack.options.state_file, stack.state())
                 state_written = True
             sys.stdout.write(stack.banner() + "\n")
@@ -295,4 +349,5 @@ async def serve(stack: DevStack) -> int:
             loop.remove_signal_handler(sig)
         if state_written and stack.options.state_file is not None:
             stack.options.state_file.unlink(missing_ok=True)
+            env_vars_file(stack.options.state_file).unlink(missing_ok=True)
     return code

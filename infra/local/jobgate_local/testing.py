@@ -116,9 +116,13 @@ def launch_dev(
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
 ) -> DevProcess:
-    """Start `jobgate dev` on free ports and wait for its state file (written once everything is up)."""
+    """Start `jobgate dev` on free ports and wait for its state file (written once everything is up).
+
+    Its state goes to `workdir/.jobgate/` (as `make dev`'s goes to the checkout's), so tools run in
+    `workdir` find it; its log to `workdir/dev.log`.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    state_file = workdir / "dev.json"
+    state_file = workdir / ".jobgate" / "dev.json"
     log_file = workdir / "dev.log"
     state_file.unlink(missing_ok=True)
     command = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobgate.adapters import aws
 from jobgate.adapters.keys import ApiKeyRecord, KeyStore
+from jobgate.devstate import find_state_file, read_state
 from jobgate.errors import JobgateError
 from jobgate.models import utcnow
 from jobgate.services.keys import KeyService
@@ -33,7 +35,10 @@ class AdminSettings(BaseSettings):
 def add_keys_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `keys create|list|revoke` to a CLI's sub-commands; run the parsed namespace with `run()`."""
     keys = subparsers.add_parser("keys", help="create, list and revoke per-tenant API keys")
-    keys.add_argument("--table", help="the DynamoDB table (default: JOBGATE_TABLE_NAME)")
+    keys.add_argument(
+        "--table",
+        help="the DynamoDB table (default: JOBGATE_TABLE_NAME, else the `make dev` of this checkout)",
+    )
     actions = keys.add_subparsers(dest="keys_action", required=True)
 
     create = actions.add_parser("create", help="create a key and print it (the only time it is shown)")
@@ -84,9 +89,31 @@ def run(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
 
 
 def _service(table: str | None) -> KeyService:
+    if not table and not os.environ.get("JOBGATE_TABLE_NAME"):
+        table = _local_stack_table()
     settings = AdminSettings(table_name=table) if table else AdminSettings()
     store = KeyStore(aws.dynamodb(), settings.table_name, timedelta(days=settings.job_ttl_days))
     return KeyService(store)
+
+
+def _local_stack_table() -> str | None:
+    """With no table named, the `jobgate dev` of this checkout, if one runs: its table, reached at its
+    local AWS endpoint with its admin credentials (never a real account's)."""
+    path = find_state_file()
+    state = read_state(path)
+    table = (state.get("resources") or {}).get("JobsTable")
+    if not table or not state.get("aws_endpoint_url"):
+        return None
+    os.environ.update(
+        AWS_ENDPOINT_URL=str(state["aws_endpoint_url"]),
+        AWS_ACCESS_KEY_ID=str(state["aws_access_key_id"]),
+        AWS_SECRET_ACCESS_KEY=str(state["aws_secret_access_key"]),
+        AWS_SESSION_TOKEN=str(state["aws_session_token"]),
+        AWS_DEFAULT_REGION=str(state["region"]),
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    sys.stderr.write(f"jobgate: the local stack of {path} (table {table})\n")
+    return str(table)
 
 
 def _create(service: KeyService, args: argparse.Namespace, out: TextIO) -> None:

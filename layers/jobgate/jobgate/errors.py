@@ -69,6 +69,24 @@ class AssetNotReady(Conflict):
     title, type_slug = "Asset is not available yet", "asset-not-ready"
 
 
+class JobNotEnded(Conflict):
+    """What a job has to show (its outputs) exists only once it has ended."""
+
+    title, type_slug = "Job has not ended", "job-not-ended"
+
+
+class JobNotSucceeded(Conflict):
+    """A `job://` input names a job that did not succeed: its outputs are not an input to trust."""
+
+    title, type_slug = "Job has not succeeded", "job-not-succeeded"
+
+
+class AssetFailed(Conflict):
+    """An input names an asset whose upload failed its check; `reason` says why (it never will be used)."""
+
+    title, type_slug = "Asset failed its upload check", "asset-failed"
+
+
 class Unauthorized(JobgateError):
     status, title, type_slug = 401, "Unauthorized", "unauthorized"
 
@@ -109,6 +127,12 @@ class RunnerUnavailable(JobgateError):
 
 class PayloadTooLarge(JobgateError):
     status, title, type_slug = 413, "Request body too large", "payload-too-large"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    """A declared upload larger than could ever be granted (not a 429: waiting would not help)."""
+
+    title, type_slug = "Upload too large", "upload-too-large"
 
 
 class TooManyRequests(JobgateError):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from jobgate.settings import MAX_SYNC_WAIT_S
 
@@ -19,6 +19,21 @@ ERROR_MESSAGE_BYTES = 4 * 1024
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# A run_id the server makes for a job submitted without one: `run_<job_id>`. A client's run_id cannot
+# contain `_` (JobRequest.run_id's pattern), so the two never collide, and a server-made one needs no
+# reservation record: the job id it names is the lookup.
+SERVER_RUN_ID_PREFIX = "run_"
+
+
+def server_run_id(job_id: str) -> str:
+    return f"{SERVER_RUN_ID_PREFIX}{job_id}"
+
+
+def job_id_of_server_run(run_id: str) -> str | None:
+    """The job a server-made run_id names; None for a client's own run_id."""
+    return run_id[len(SERVER_RUN_ID_PREFIX) :] if run_id.startswith(SERVER_RUN_ID_PREFIX) else None
 
 
 class JobStatus(StrEnum):
@@ -90,6 +105,11 @@ class JobRequest(BaseModel):
     zip_outputs: bool = Field(
         default=False, description="Also pack every output into one zip (download ?zip=1)."
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Check the request as a submit would (contract, inputs, limits) and answer 200 with"
+        " the argv it would run; nothing is written, queued or counted.",
+    )
 
     def fingerprint(self) -> str:
         """Hash of what makes two submissions the same job (mode and wait_s do not)."""
@@ -154,14 +174,55 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    @model_validator(mode="after")
+    def _has_a_run_id(self) -> Job:
+        # Every job answers to a run_id: the client's, or one the server makes from the job id.
+        if self.run_id is None:
+            self.run_id = server_run_id(self.job_id)
+        return self
+
     @property
     def terminal(self) -> bool:
         return self.status.terminal
 
     @property
+    def partial(self) -> bool:
+        """Succeeded with an exit code its command's contract names as partial success."""
+        return self.status == JobStatus.SUCCEEDED and bool(self.exit_code)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Why the job ended, in one word (None while it has not)."""
+        if not self.terminal:
+            return None
+        if self.status == JobStatus.SUCCEEDED:
+            return "exit_nonzero" if self.exit_code else "exit_0"
+        if self.status == JobStatus.CANCELLED:
+            return "cancelled"
+        if self.status == JobStatus.TIMED_OUT:
+            return "timeout"
+        kind = self.error.type if self.error is not None else ""
+        return FINISH_REASONS.get(kind, kind or "failed")
+
+    @property
     def total_outputs(self) -> int:
         """How many outputs the job wrote (`outputs` may hold only the first page of them)."""
         return self.output_count if self.output_count is not None else len(self.outputs)
+
+
+# error.type -> finish_reason, for jobs that failed.
+FINISH_REASONS = {
+    "exit": "exit_nonzero",
+    "signal": "signal",
+    "timeout": "timeout",
+    "input": "input_error",
+    "missing_output": "missing_output",
+    "worker_lost": "worker_lost",
+    "dead_letter": "dead_letter",
+    "never_started": "never_started",
+    "enqueue": "never_started",
+    "queue_expired": "queue_expired",
+}
 
 
 class JobPage(BaseModel):
@@ -194,6 +255,7 @@ class Asset(BaseModel):
     etag: str | None = None
     reason: str | None = None
     upload_id: str | None = None  # set while a multipart upload is open
+    labels: dict[str, str] = Field(default_factory=dict)
     created_at: datetime
     available_at: datetime | None = None
 
@@ -247,3 +309,19 @@ class Subscription(BaseModel):
     job_id: str
     connection_id: str
     delivered_seq: int = 0
+
+
+class SubscribeRequest(BaseModel):
+    """What a WebSocket client sends: follow a job (or every step of a pipeline), or stop following it
+    (docs/asyncapi.yaml)."""
+
+    action: Literal["subscribe", "unsubscribe"]
+    job_id: str | None = Field(default=None, min_length=1, max_length=64)
+    pipeline_id: str | None = Field(default=None, min_length=1, max_length=64)
+    after_seq: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SubscribeRequest:
+        if (self.job_id is None) == (self.pipeline_id is None):
+            raise ValueError("name exactly one of job_id and pipeline_id")
+        return self

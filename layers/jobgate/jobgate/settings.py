@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # API Gateway answers 504 after 30 s; a sync request must hand back 202 well before that.
 MAX_SYNC_WAIT_S = 25.0
+# GET /v1/jobs/{id}/events waits at most this long for an event (a long poll), well within the 28 s budget.
+MAX_EVENT_WAIT_S = 20.0
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 

@@ -71,6 +71,8 @@ class ApiServices:
             publisher=self.publisher,
             admit=self.admission,
             advancer=self.advancer,
+            events=self.events,
+            preview=self.assets.judge,
         )
 
     @cached_property

@@ -18,6 +18,7 @@ import binascii
 import contextvars
 import copy
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -257,9 +258,14 @@ def _too_large(message: str) -> Exception:
     return ItemSizeToUpdateTooLarge() if message == UPDATE_TOO_LARGE else ItemSizeTooLarge()
 
 
+# Serialises the DynamoDB writes the patched backend makes (a transaction's updates re-enter it).
+_WRITES = threading.RLock()
+
+
 def install_backend_limits() -> None:
     """Patch moto's DynamoDB backend (in the local AWS's own process) to size items as AWS does."""
     from moto.dynamodb import responses
+    from moto.dynamodb.exceptions import ConditionalCheckFailed
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
 
@@ -271,6 +277,7 @@ def install_backend_limits() -> None:
 
     put_item = DynamoDBBackend.put_item
     update_item = DynamoDBBackend.update_item
+    delete_item = DynamoDBBackend.delete_item
     transact_write_items = DynamoDBBackend.transact_write_items
 
     def checked_put_item(
@@ -278,30 +285,42 @@ def install_backend_limits() -> None:
     ) -> Any:
         if item_size(item_attrs) > MAX_ITEM_BYTES:
             raise _too_large(ITEM_TOO_LARGE)
-        return put_item(self, table_name, item_attrs, *args, **kwargs)
+        with _WRITES:
+            return put_item(self, table_name, item_attrs, *args, **kwargs)
 
     def checked_update_item(
         self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
     ) -> Any:
-        table = self.get_table(table_name)
-        hash_value, range_value = self.get_keys_value(table, key)
-        before = copy.deepcopy(table.get_item(hash_value, range_value))
-        try:
-            item = update_item(self, table_name, key, *args, **kwargs)
-        except Exception:
-            _restore(table, hash_value, range_value, before)
-            raise
-        if item is not None and item_size(item.to_json()["Attributes"]) > MAX_ITEM_BYTES:
-            _restore(table, hash_value, range_value, before)
-            raise _too_large(UPDATE_TOO_LARGE)
-        return item
+        # One write at a time, as DynamoDB applies each write to an item atomically: the snapshot, the
+        # update and a put-back must not interleave with another caller's write to the table (moto's
+        # server serves requests on threads and its backend takes no lock of its own).
+        with _WRITES:
+            table = self.get_table(table_name)
+            hash_value, range_value = self.get_keys_value(table, key)
+            before = copy.deepcopy(table.get_item(hash_value, range_value))
+            try:
+                item = update_item(self, table_name, key, *args, **kwargs)
+            except ConditionalCheckFailed:
+                raise  # refused before anything was applied: nothing to put back
+            except Exception:
+                _restore(table, hash_value, range_value, before)  # moto may have applied part of it
+                raise
+            if item is not None and item_size(item.to_json()["Attributes"]) > MAX_ITEM_BYTES:
+                _restore(table, hash_value, range_value, before)
+                raise _too_large(UPDATE_TOO_LARGE)
+            return item
+
+    def locked_delete_item(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _WRITES:
+            return delete_item(self, *args, **kwargs)
 
     def checked_transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _transaction():
+        with _WRITES, _transaction():
             return transact_write_items(self, *args, **kwargs)
 
     DynamoDBBackend.put_item = checked_put_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = checked_update_item  # type: ignore[method-assign]
+    DynamoDBBackend.delete_item = locked_delete_item  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
     setattr(DynamoDBBackend, "_jobgate_limits", True)  # noqa: B010 (a marker moto does not declare)
 

@@ -25,6 +25,7 @@ from jobgate.models import (
     JobPage,
     JobResult,
     JobStatus,
+    job_id_of_server_run,
 )
 
 if TYPE_CHECKING:
@@ -246,7 +247,10 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     def create(self, job: Job) -> tuple[Job, bool]:
-        """Write a new job; with a run_id already used, answer that job (same request) or 409."""
+        """Write a new job; with a run_id already used, answer that job (same request) or 409.
+
+        A run_id the server made (`run_<job_id>`) is unique with its job: it needs no reservation.
+        """
         job = _with_queued_at(job)
         job, item = _new_job_record(job, self._ttl)
         put_job = {
@@ -256,7 +260,7 @@ class JobStore:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        if job.run_id is None:
+        if job.run_id is None or job_id_of_server_run(job.run_id) == job.job_id:
             try:
                 self._db.put_item(**put_job["Put"])  # type: ignore[arg-type]
             except ClientError as exc:
@@ -308,6 +312,12 @@ class JobStore:
                 extra={"job_id": run["job_id"]},
             )
         return self.get(run["job_id"], tenant=job.tenant)
+
+    def find_run(self, tenant: str, run_id: str) -> str | None:
+        """The id of the job a client's run_id was reserved for, in this tenant; None when unknown."""
+        key = {"pk": {"S": f"RUN#{tenant}#{run_id}"}, "sk": {"S": RUN_SK}}
+        got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
+        return str(_unmarshal(got["Item"])["job_id"]) if "Item" in got else None
 
     def find(self, job_id: str) -> Job | None:
         got = _guard(
@@ -719,9 +729,6 @@ class JobStore:
                 pending = dict(got.get("UnprocessedKeys") or {})
         return found
 
-    def put_record(self, item: dict[str, Any]) -> None:
-        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(item)))
-
     def get_record(self, pk: str, sk: str) -> dict[str, Any] | None:
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
         got = _guard(lambda: self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True))
@@ -972,7 +979,14 @@ class JobStore:
         return Asset.model_validate(_unmarshal(got["Attributes"]))
 
     def list_assets(
-        self, tenant: str, *, status: str | None, media_type: str | None, limit: int, cursor: str | None
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        media_type: str | None,
+        limit: int,
+        cursor: str | None,
+        labels: Mapping[str, str] | None = None,
     ) -> AssetPage:
         pk_value = f"TENANT#{tenant}#ASSETS"
         query: dict[str, Any] = {
@@ -994,8 +1008,10 @@ class JobStore:
             keys = got.get("Items", [])
             for raw in self._items_of(keys):
                 asset = Asset.model_validate(_unmarshal(raw))
-                if (status and asset.status.value != status) or (
-                    media_type and asset.media_type != media_type
+                if (
+                    (status and asset.status.value != status)
+                    or (media_type and asset.media_type != media_type)
+                    or any(asset.labels.get(k) != v for k, v in (labels or {}).items())
                 ):
                     continue
                 items.append(asset)

@@ -132,6 +132,22 @@ class EventStore:
                         return events
         return events
 
+    def last_seq(self, job_id: str) -> int:
+        """The number of the job's latest stored event (0 when it has none)."""
+        got = _guard(
+            lambda: self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :evt)",
+                ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":evt": {"S": EVENT_SK}},
+                ProjectionExpression="sk",
+                ScanIndexForward=False,
+                ConsistentRead=True,
+                Limit=1,
+            )
+        )
+        items = got.get("Items", [])
+        return int(items[0]["sk"]["S"][len(EVENT_SK) :]) if items else 0
+
     # -- connections and subscriptions --------------------------------------------------------
 
     def put_connection(self, connection_id: str, tenant: str, now: datetime) -> None:

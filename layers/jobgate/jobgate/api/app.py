@@ -6,9 +6,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from jobgate import __version__
-from jobgate.api import openapi, problems
+from jobgate.api import docs, openapi, problems
 from jobgate.api.middleware import BodySizeLimit, RequestDeadline
-from jobgate.api.routers import assets, commands, health, jobs, pipelines, uploads
+from jobgate.api.routers import assets, commands, health, jobs, pipelines, runs, uploads
 from jobgate.wiring import ApiServices
 
 
@@ -18,7 +18,7 @@ def create_app(services: ApiServices) -> FastAPI:
         version=__version__,
         summary="Run data-pipeline CLI stages (Zyra) as jobs: submit, follow, fetch results.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # jobgate.api.docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
     app.state.services = services
@@ -27,12 +27,14 @@ def create_app(services: ApiServices) -> FastAPI:
         health.router,
         commands.router,
         jobs.router,
+        runs.router,
         pipelines.router,
         uploads.router,
         assets.router,
     ):
         app.include_router(router)
     openapi.install(app)
+    docs.install(app)
     settings = services.settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestDeadline)  # outside the body limit: its clock starts first

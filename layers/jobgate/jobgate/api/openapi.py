@@ -71,6 +71,19 @@ def _complete(operation: dict[str, Any]) -> None:
             response["headers"] = _RETRY_AFTER
 
 
+def _lift_definitions(node: Any, schemas: dict[str, Any]) -> None:
+    """Move every `$defs` found inside the document (a body schema written by hand from a pydantic model,
+    its refs already aimed at #/components/schemas/) into the components, where the refs point."""
+    if isinstance(node, dict):
+        for name, spec in node.pop("$defs", {}).items():
+            schemas.setdefault(name, spec)
+        for value in list(node.values()):
+            _lift_definitions(value, schemas)
+    elif isinstance(node, list):
+        for value in node:
+            _lift_definitions(value, schemas)
+
+
 def install(app: FastAPI) -> None:
     """Describe the problem answers in /openapi.json: 401/429/503 for authenticated operations,
     400/413/422 where there is a body, 422 for parameters, 404 for path parameters, and every
@@ -90,6 +103,7 @@ def install(app: FastAPI) -> None:
                 for operation in operations.values():
                     _complete(operation)
             schemas = schema["components"]["schemas"]
+            _lift_definitions(schema, schemas)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
             app.openapi_schema = schema

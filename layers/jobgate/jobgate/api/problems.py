@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobgate.errors import JobgateError
 from jobgate.observability import logger
@@ -66,8 +67,27 @@ async def _jobgate_error(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> str | None:
+    """Why the body is not JSON at all (a 400, as docs/api.md says), or None when it is JSON of the
+    wrong shape (a 422 naming the fields)."""
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if not loc or loc[0] != "body":
+            continue
+        if error.get("type") == "json_invalid":
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return f"The body is not JSON: it cannot be parsed{where}."
+        if isinstance(error.get("input"), bytes):  # FastAPI reads a non-JSON media type as bytes
+            sent = request.headers.get("content-type") or "none"
+            return f"The body is not JSON: send it with Content-Type: application/json (it had {sent})."
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
+    not_json = _not_json(request, exc)
+    if not_json is not None:
+        return problem(request, 400, slug="bad-request", title="Bad Request", detail=not_json)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
@@ -88,15 +108,27 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route for {request.method} {request.url.path}."
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
-    return problem(
-        request,
-        exc.status_code,
-        slug=_http_slug(exc.status_code),
-        detail=detail,
-        headers=getattr(exc, "headers", None),
-    )
+        allowed = allowed_methods(request)
+        detail = f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)}."
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return problem(request, exc.status_code, slug=_http_slug(exc.status_code), detail=detail, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path: each method is a route of its own, and the router's
+    405 names only the first that matched the path. Asked of the router itself, method by method."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return sorted(allowed)
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-# Sub-commands that belong to other packages; their own parsers read the whole command line.
-DELEGATED = ("dev", "keys")
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `jobgate` console script; answers the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["dev"]:
+    # Sub-commands that belong to other packages; their own parsers read the whole command line.
+    if args[:1] in (["dev"], ["invoke"]) or args[:2] == ["events", "new"]:
         return _dev(args)
     if args[:1] == ["keys"]:
         return _keys(args)
@@ -29,7 +27,9 @@ def _dev(args: list[str]) -> int:
     try:
         from jobgate_local.cli import main as dev_main
     except ImportError:
-        sys.stderr.write("jobgate: `jobgate dev` needs the local stack: pip install 'jobgate[local]'\n")
+        sys.stderr.write(
+            f"jobgate: `jobgate {args[0]}` needs the local stack: pip install 'jobgate[local]'\n"
+        )
         return 2
     return dev_main(args)
 

@@ -1,7 +1,8 @@
 """docs/api.md, written from the API's own OpenAPI schema: `python -m jobgate.cli.apidoc [--check]`.
 
 `--check` (CI's `make docs-check`) fails when docs/api.md is not what would be written, and when
-docs/deploy.md leaves a parameter of template.yaml unexplained.
+docs/deploy.md leaves a parameter of template.yaml unexplained. The WebSocket section is written from
+docs/asyncapi.yaml, the protocol's AsyncAPI document.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("docs/api.md")
+ASYNCAPI_DOC = Path("docs/asyncapi.yaml")
 DEPLOY_DOC = Path("docs/deploy.md")
 TEMPLATE = Path("template.yaml")
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -33,7 +35,85 @@ def openapi_schema() -> dict[str, Any]:
     return schema
 
 
-def render(schema: dict[str, Any]) -> str:
+def asyncapi_document(path: Path = ASYNCAPI_DOC) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    import yaml
+
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+WSCAT_EXAMPLE = """\
+```bash
+# npm install -g wscat; with `make dev`, the WebSocket API is on port 8001
+wscat -c "ws://127.0.0.1:8001/?api_key=$KEY"
+> {"action": "subscribe", "job_id": "01JD7Q9A1B2C3D4E5F6G7H8J9K", "after_seq": 0}
+< {"type":"snapshot","job_id":"01JD7Q9A1B2C3D4E5F6G7H8J9K","seq":0,"job":{"status":"queued",...}}
+< {"type":"status","job_id":"01JD7Q9A1B2C3D4E5F6G7H8J9K","seq":1,"status":"running"}
+< {"type":"log","job_id":"01JD7Q9A1B2C3D4E5F6G7H8J9K","seq":2,"stream":"stderr","text":"INFO: map.png\\n"}
+< {"type":"progress","job_id":"01JD7Q9A1B2C3D4E5F6G7H8J9K","seq":3,"progress":0.9}
+< {"type":"status","job_id":"01JD7Q9A1B2C3D4E5F6G7H8J9K","seq":4,"status":"succeeded","exit_code":0}
+```
+
+Without a WebSocket (curl, n8n's HTTP node, serverless frontends), read the same numbered events with a
+long poll: `GET /v1/jobs/{job_id}/events?after_seq=0&wait_s=20` answers as soon as there are events after
+`after_seq` (or the job has ended, or `wait_s` has passed) with `{events, next_after_seq, done}`; send
+`next_after_seq` as the next `after_seq` until `done`."""
+
+
+def _websocket(doc: dict[str, Any]) -> list[str]:
+    """The WebSocket section: how to connect, what to send, what comes back, from the AsyncAPI document."""
+    info = doc.get("info", {})
+    lines = [
+        "## WebSocket",
+        "",
+        f"_{info.get('title', 'WebSocket API')}: docs/asyncapi.yaml (AsyncAPI "
+        f"{doc.get('asyncapi', '?')}) describes it in full._",
+        "",
+    ]
+    if info.get("description"):
+        lines += [_one_line(info["description"].split("\n\n")[0]), ""]
+    for name, server in sorted(doc.get("servers", {}).items()):
+        where = f"{server.get('protocol')}://{server.get('host')}{server.get('pathname', '')}"
+        lines.append(f"- `{name}`: `{where}` — {_one_line(server.get('description', ''))}")
+    lines.append("")
+    for channel in doc.get("channels", {}).values():
+        if channel.get("description"):
+            lines += [_one_line(channel["description"]), ""]
+    lines += ["| operation | direction | messages | what |", "|---|---|---|---|"]
+    for op_name, op in doc.get("operations", {}).items():
+        messages = ", ".join(f"`{m['$ref'].rsplit('/', 1)[-1]}`" for m in op.get("messages", []))
+        direction = "client → server" if op.get("action") == "send" else "server → client"
+        lines.append(f"| {op_name} | {direction} | {messages} | {_cell(op.get('summary', ''))} |")
+    lines += ["", WSCAT_EXAMPLE, ""]
+    schemas = doc.get("components", {}).get("schemas", {})
+    lines += ["Messages and their payloads:", ""]
+    for message in doc.get("components", {}).get("messages", {}).values():
+        payload = _type(_ws_refs(message.get("payload", {})))
+        lines.append(f"- `{message.get('name')}` ({_cell(message.get('title', ''))}): {payload}")
+    lines.append("")
+    for name, spec in schemas.items():
+        lines += _schema(f"ws-{name}", _ws_refs(spec), title=name)
+    return lines
+
+
+_WS_REF = "#/ws/"
+
+
+def _ws_refs(node: Any) -> Any:
+    """The AsyncAPI document's schema refs, aimed at their own anchors (its names repeat the HTTP API's)."""
+    if isinstance(node, dict):
+        return {
+            k: (v.replace("#/components/schemas/", _WS_REF) if k == "$ref" else _ws_refs(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_ws_refs(v) for v in node]
+    return node
+
+
+def render(schema: dict[str, Any], asyncapi: dict[str, Any] | None = None) -> str:
     info = schema.get("info", {})
     lines = [
         f"# {info.get('title', 'API')} HTTP API (v{info.get('version', '?')})",
@@ -59,6 +139,8 @@ def render(schema: dict[str, Any]) -> str:
         for method, path, op in operations:
             if tag in op.get("tags", ["other"]):
                 lines += _operation(method, path, op)
+    if asyncapi is not None:
+        lines += _websocket(asyncapi)
     lines += ["## Schemas", ""]
     for name, spec in sorted(schema.get("components", {}).get("schemas", {}).items()):
         lines += _schema(name, spec)
@@ -125,8 +207,8 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _schema(name: str, spec: dict[str, Any]) -> list[str]:
-    lines = [f'<a id="schema-{name.lower()}"></a>', "", f"### {name}", ""]
+def _schema(name: str, spec: dict[str, Any], *, title: str | None = None) -> list[str]:
+    lines = [f'<a id="schema-{name.lower()}"></a>', "", f"### {title or name}", ""]
     if spec.get("description"):
         lines += [_one_line(spec["description"]), ""]
     if "enum" in spec:
@@ -148,7 +230,12 @@ def _schema(name: str, spec: dict[str, Any]) -> list[str]:
 def _type(spec: dict[str, Any]) -> str:
     if "$ref" in spec:
         name = spec["$ref"].rsplit("/", 1)[-1]
-        return f"[{name}](#schema-{name.lower()})"
+        prefix = "ws-" if spec["$ref"].startswith(_WS_REF) else ""
+        return f"[{name}](#schema-{prefix}{name.lower()})"
+    if "const" in spec:
+        return f"`{spec['const']}`"
+    if isinstance(spec.get("type"), list):
+        return " \\| ".join(str(t) for t in spec["type"])
     for key in ("anyOf", "oneOf"):
         if key in spec:
             kinds = [_type(s) for s in spec[key]]
@@ -223,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="fail when the file is not what would be written"
     )
     args = parser.parse_args(argv)
-    text = render(openapi_schema())
+    text = render(openapi_schema(), asyncapi_document())
     if args.check:
         current = args.path.read_text() if args.path.exists() else ""
         if current != text:

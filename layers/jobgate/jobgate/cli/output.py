@@ -10,9 +10,9 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from jobgate.client.models import Job
+from jobgate.client.models import Job, Pipeline, RunStatus
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_INTERRUPTED = 0, 1, 2, 124, 130
 
 
 def to_jsonable(value: Any) -> Any:
@@ -101,6 +101,8 @@ def job_lines(job: Job) -> list[tuple[str, str]]:
         rows.append(("took", f"{(job.finished_at - job.started_at).total_seconds():.1f} s"))
     if job.run_id:
         rows.append(("run_id", job.run_id))
+    if job.finish_reason:
+        rows.append(("ended by", job.finish_reason + (" (partial success)" if job.partial else "")))
     if job.error is not None:
         rows.append(("error", f"{job.error.type}: {job.error.message}"))
     for output in job.outputs:
@@ -108,13 +110,54 @@ def job_lines(job: Job) -> list[tuple[str, str]]:
     return rows
 
 
+def run_lines(run: RunStatus) -> list[tuple[str, str]]:
+    """A light status, as `jobgate status --run-id` shows it."""
+    status = run.status.replace("_", " ") + (f" (exit {run.exit_code})" if run.exit_code is not None else "")
+    rows = [
+        ("run_id", run.run_id),
+        ("job", run.job_id),
+        ("command", f"{run.stage} {run.command}"),
+        ("status", status),
+        ("progress", f"{run.progress:.0%}"),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
+    ]
+    if run.finish_reason:
+        rows.append(("ended by", run.finish_reason + (" (partial success)" if run.partial else "")))
+    if run.error is not None:
+        rows.append(("error", f"{run.error.type}: {run.error.message}"))
+    rows.append(("outputs", f"{run.output_count} ({run.output_url})"))
+    return rows
+
+
+def pipeline_rows(pipeline: Pipeline) -> list[tuple[str, str, str]]:
+    return [(step.name, step.job.job_id, status_text(step.job)) for step in pipeline.steps]
+
+
+def pipeline_exit_code(pipeline: Pipeline) -> int:
+    """0 when every step succeeded; else the first failed step's own status, as `job_exit_code` says."""
+    for step in pipeline.steps:
+        if not step.job.succeeded:
+            return job_exit_code(step.job) or EXIT_FAILED
+    return EXIT_OK
+
+
 def job_exit_code(job: Job) -> int:
-    """The exit status a shell sees: the command's own, else one that says what ended the job."""
+    """The exit status a shell sees: the command's own, or what ended the job.
+
+    A job stopped from outside exits as a local command stopped the same way: 124 for a timeout
+    (as `timeout(1)`), 130 for a cancel (as Ctrl-C), whatever status the signal left.
+    """
+    if job.status == "timed_out":
+        return EXIT_TIMED_OUT
+    if job.status == "cancelled":
+        return EXIT_INTERRUPTED
     if job.status == "succeeded":
         return job.exit_code or 0
     if job.exit_code:
         return job.exit_code if 0 < job.exit_code < 256 else EXIT_FAILED
-    return {"timed_out": 124, "cancelled": EXIT_INTERRUPTED}.get(job.status, EXIT_FAILED)
+    return EXIT_FAILED
 
 
 def report_failure(job: Job) -> None:

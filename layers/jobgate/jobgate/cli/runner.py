@@ -7,6 +7,7 @@ its files land in `--out`. On a terminal, a progress bar runs on stderr while lo
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from jobgate.cli.zyra_args import (
 )
 from jobgate.client import Client
 from jobgate.client._core import new_run_id
-from jobgate.client.errors import JobgateClientError
+from jobgate.client.errors import JobgateClientError, NotFound
 from jobgate.client.models import CommandContract, Job, JobEvent, Param, RunResult
 from jobgate.media import guess_media_type
 
@@ -41,6 +42,7 @@ RUN_OPTIONS = {
     "--no-progress": False,
     "--no-websocket": False,
     "--no-download": False,
+    "--dry-run": False,
 }
 
 
@@ -169,11 +171,26 @@ def apply_own_options(args: argparse.Namespace, own: dict[str, str | bool]) -> N
 
 
 def prepare(client: Client, args: argparse.Namespace, verb: str) -> tuple[CommandContract, CommandArgs]:
-    contract = client.command(args.stage, args.command)
+    contract = command_contract(client, args.stage, args.command, verb)
     words, own = split_own_options(args.words, contract, RUN_OPTIONS)
     apply_own_options(args, own)
     parsed = parse_command_words(contract, words, prog=f"jobgate {verb} {args.stage} {args.command}")
     return contract, parsed
+
+
+def command_contract(client: Client, stage: str, command: str, verb: str) -> CommandContract:
+    """The command's contract; an unknown stage or command is a usage error (exit 2), as zyra's
+    own parser makes it."""
+    try:
+        return client.command(stage, command)
+    except NotFound:
+        pass
+    stages = client.commands().stages
+    if stage not in stages:
+        choices = ", ".join(sorted(stages))
+        raise UsageError(f"{verb}: invalid stage '{stage}' (choose from {choices})") from None
+    choices = ", ".join(sorted(stages[stage]))
+    raise UsageError(f"{verb} {stage}: invalid command '{command}' (choose from {choices})") from None
 
 
 def upload_inputs(
@@ -269,6 +286,8 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     display = JobDisplay(bar=_show_bar(args))
     with display.shown():
         job_args = upload_inputs(client, contract, parsed, display)
+    if getattr(args, "dry_run", False):
+        return _dry_run(client, args, job_args)
     job = client.submit(
         args.stage, args.command, job_args, run_id=args.run_id, timeout_s=args.timeout_s, wait_s=args.wait
     )
@@ -276,6 +295,22 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         output.print_json(job)
     else:
         sys.stdout.write(job.job_id + "\n")
+    return output.EXIT_OK
+
+
+def _dry_run(client: Client, args: argparse.Namespace, job_args: dict[str, Any]) -> int:
+    """What a submit would run, checked as a submit is (a refusal exits as the submit's would)."""
+    dry = client.dry_run(args.stage, args.command, job_args, run_id=args.run_id, timeout_s=args.timeout_s)
+    if args.json:
+        output.print_json(dry)
+        return output.EXIT_OK
+    sys.stdout.write(" ".join(shlex.quote(word) for word in dry.argv) + "\n")
+    for item in dry.inputs:
+        output.note(
+            f"input {item.arg}: {item.ref} -> {item.path} ({item.media_type}, {output.size(item.size)})"
+        )
+    for warning in dry.warnings:
+        output.note(f"warning: {warning}")
     return output.EXIT_OK
 
 

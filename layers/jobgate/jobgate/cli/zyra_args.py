@@ -12,6 +12,8 @@ from typing import Any, NoReturn
 from jobgate.client.models import CommandContract, Param
 
 ASSET_PREFIX = "asset://"
+# What already names a file in the service (an uploaded asset, another job's output): never uploaded.
+SERVICE_REFS = (ASSET_PREFIX, "job://")
 STDIN = "-"
 
 
@@ -93,7 +95,7 @@ def parse_command_words(contract: CommandContract, words: Sequence[str], prog: s
         value = values[param.dest]
         items = value if isinstance(value, list) else [value]
         if param.role == "input":
-            local = [str(v) for v in items if not str(v).startswith(ASSET_PREFIX)]
+            local = [str(v) for v in items if not str(v).startswith(SERVICE_REFS)]
             for item in local:
                 _check_local_input(param, item)
             if local:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from jobgate import __version__
-from jobgate.client.errors import JobgateClientError, error_from_response, retry_after_s
+from jobgate.client.errors import JobgateClientError, retry_after_s
 
 USER_AGENT = f"jobgate-client/{__version__}"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 TRANSFER_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 CHUNK = 1024 * 1024
 OUTPUTS_PAGE = 100  # the API's largest page of a job's outputs
+EVENT_WAIT_S = 20.0  # the event long poll's longest wait (the API's own bound)
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -80,11 +81,6 @@ def api_headers(api_key: str | None) -> dict[str, str]:
     if api_key:
         headers["X-API-Key"] = api_key
     return headers
-
-
-def raise_for_problem(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        raise error_from_response(response)
 
 
 def new_run_id() -> str:

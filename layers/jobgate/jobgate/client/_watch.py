@@ -124,6 +124,26 @@ class Tracker:
     def _event(self, message: dict[str, Any]) -> JobEvent:
         return self._note(JobEvent.model_validate({**message, "source": "websocket"}))
 
+    def snapshot_of(self, job: Job) -> list[JobEvent]:
+        """The snapshot a watch starts with, made from a job read over HTTP (none if one was passed on)."""
+        if self._snapshot_sent:
+            return []
+        return [self._note(self._snapshot_event(job, seq=None, source="poll"))]
+
+    def from_events(self, messages: list[dict[str, Any]]) -> list[JobEvent]:
+        """Events read from the job's numbered log (the HTTP long poll): in order, each passed on once.
+
+        The log answers a contiguous range; a seq missing from it expired, and is not waited for.
+        """
+        events = []
+        for message in messages:
+            seq = message.get("seq")
+            if not isinstance(seq, int) or (self.cursor is not None and seq <= self.cursor):
+                continue
+            self.cursor = seq
+            events.append(self._note(JobEvent.model_validate({**message, "source": "events"})))
+        return events
+
     def from_job(self, job: Job) -> list[JobEvent]:
         """Events for a polled job state: what changed since the last state or event seen."""
         events: list[JobEvent] = []

@@ -1,17 +1,25 @@
-"""The asyncio jobgate client: the same calls as `Client`, awaited."""
+"""The asyncio jobgate client: the same calls as `Client`, awaited.
+
+This module is the one source of both clients: `jobgate.client.sync` is generated from it
+(`make client`, infra/generate_sync_client.py) by removing `async` and `await` and renaming the asyncio
+names; a test fails when the generated file is not current. Where the two differ beyond that (sleeping,
+file reads and writes, WebSocket connections, callbacks), the code calls `_io`: `_async_io` here,
+`_sync_io` there.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
+from jobgate.client import _async_io as _io
 from jobgate.client import _core
 from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
 from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
@@ -31,23 +39,32 @@ from jobgate.client.models import (
     AssetPage,
     CommandContract,
     CommandList,
+    DryRun,
+    EventPage,
     Job,
     JobEvent,
     JobPage,
     Output,
+    Pipeline,
+    PipelinePage,
     RunResult,
+    RunStatus,
 )
 from jobgate.media import guess_media_type
 
 if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
+    from websockets.asyncio.client import ClientConnection as Connection
 
-AsyncEventCallback = Callable[[JobEvent], Awaitable[None] | None]
+AsyncEventCallback = _io.EventCallback
 
 
 class AsyncClient:
-    """`Client` for asyncio: every call is awaited; `list`, `list_assets` and `watch` iterate with
-    `async for`. See `Client` for what each call does."""
+    """A client of one jobgate API, for asyncio: every call is awaited; `list`, `list_assets` and
+    `watch` iterate with `async for`.
+
+    `pathlib.Path` values in a job's args are local files: they are uploaded first and passed as
+    `asset://<id>`. Errors are typed (`NotFound`, `ValidationError`, `RateLimited`, ...).
+    """
 
     def __init__(
         self,
@@ -60,7 +77,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         storage_transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: _io.Sleep = _io.sleep,
     ) -> None:
         settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
         self.url = settings.url
@@ -71,6 +88,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_core.api_headers(self.api_key), timeout=timeout, transport=transport
         )
+        # Presigned URLs carry their own authorization: the API key never goes to S3.
         self._storage = httpx.AsyncClient(
             headers={"User-Agent": _core.USER_AGENT},
             timeout=_core.TRANSFER_TIMEOUT,
@@ -100,13 +118,21 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        """One API call with retries where safe; an error answer raises its typed exception.
+
+        Redirects are answered, not followed (a 307 to S3 must not carry the API key).
+        """
         safe = method in ("GET", "HEAD") if idempotent is None else idempotent
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             try:
-                response = await self._http.request(method, path, params=query, json=json)
+                response = await self._http.request(
+                    method, path, params=query, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
                 if delay is None:
@@ -123,6 +149,8 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         answer: dict[str, Any] = (await self.request("GET", "/health/ready")).json()
         return answer
+
+    # -- commands ---------------------------------------------------------------------------
 
     async def commands(self) -> CommandList:
         return CommandList.model_validate((await self.request("GET", "/v1/commands")).json())
@@ -142,8 +170,13 @@ class AsyncClient:
         run_id: str | None = None,
         timeout_s: int | None = None,
         wait_s: float | None = None,
+        upload_progress: Callable[[Path, int, int], None] | None = None,
     ) -> Job:
-        args = await self._upload_paths(args or {})
+        """Queue a job (202); with `wait_s`, the API holds the answer up to that long (at most 25 s).
+
+        With a `run_id` the submission is retried on failures: the API answers the same job.
+        """
+        args = await self._upload_paths(args or {}, upload_progress)
         body = _core.submit_body(
             stage,
             command,
@@ -155,6 +188,24 @@ class AsyncClient:
         )
         response = await self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
         return Job.model_validate(response.json())
+
+    async def dry_run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+    ) -> DryRun:
+        args = await self._upload_paths(args or {}, None)
+        body = _core.submit_body(
+            stage, command, args, run_id=run_id, timeout_s=timeout_s, mode="async", wait_s=None
+        )
+        body["dry_run"] = True
+        return DryRun.model_validate(
+            (await self.request("POST", "/v1/jobs", json=body, idempotent=True)).json()
+        )
 
     async def run(
         self,
@@ -170,9 +221,21 @@ class AsyncClient:
         wait_timeout: float | None = None,
         websocket: bool = True,
         poll_interval: float = 1.0,
+        upload_progress: Callable[[Path, int, int], None] | None = None,
     ) -> RunResult:
+        """Submit, wait for the end, and answer stdout, stderr, the exit code and the outputs.
+
+        A run_id is generated when none is given, so a submission lost on the network is retried
+        without starting the job twice. `download_to` saves every output there; `check=True`
+        raises JobFailed when the job did not succeed.
+        """
         job = await self.submit(
-            stage, command, args, run_id=run_id or _core.new_run_id(), timeout_s=timeout_s
+            stage,
+            command,
+            args,
+            run_id=run_id or _core.new_run_id(),
+            timeout_s=timeout_s,
+            upload_progress=upload_progress,
         )
         if not job.terminal:
             job = await self.wait(
@@ -196,12 +259,11 @@ class AsyncClient:
         websocket: bool = True,
         poll_interval: float = 1.0,
     ) -> Job:
+        """Follow the job until it ends (WebSocket, else polling); answer the finished job."""
         deadline = _core.Deadline(timeout)
         async for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
             if on_event is not None:
-                pending = on_event(event)
-                if pending is not None:
-                    await pending
+                await _io.call(on_event, event)
             if event.terminal:
                 break
             if deadline.passed:
@@ -209,16 +271,36 @@ class AsyncClient:
         return await self.get(job_id)
 
     async def result(self, job: Job | str, *, download_to: str | Path | None = None) -> RunResult:
+        """A job with its whole logs (fetched when the record holds only their tails)."""
         job = await self.get(job) if isinstance(job, str) else job
         stdout = await self.logs(job.job_id, "stdout") if log_is_truncated(job.stdout) else job.stdout
         stderr = await self.logs(job.job_id, "stderr") if log_is_truncated(job.stderr) else job.stderr
-        files = []
-        if download_to is not None and job.outputs:
-            files = await self.download_outputs(job.job_id, download_to)
+        files = (
+            await self.download_outputs(job.job_id, download_to)
+            if download_to is not None and job.outputs
+            else []
+        )
         return RunResult(job=job, stdout=stdout, stderr=stderr, files=files)
 
     async def get(self, job_id: str) -> Job:
         return Job.model_validate((await self.request("GET", f"/v1/jobs/{job_id}")).json())
+
+    async def status(self, job_id: str) -> RunStatus:
+        return RunStatus.model_validate((await self.request("GET", f"/v1/jobs/{job_id}/status")).json())
+
+    async def run_status(self, run_id: str) -> RunStatus:
+        return RunStatus.model_validate(
+            (await self.request("GET", f"/v1/runs/{quote(run_id, safe='')}")).json()
+        )
+
+    async def events(self, job_id: str, *, after_seq: int | None = None, wait_s: float = 0.0) -> EventPage:
+        params = {"after_seq": after_seq, "wait_s": wait_s}
+        return EventPage.model_validate(
+            (await self.request("GET", f"/v1/jobs/{job_id}/events", params=params)).json()
+        )
+
+    async def retry(self, job_id: str) -> Job:
+        return Job.model_validate((await self.request("POST", f"/v1/jobs/{job_id}/retry")).json())
 
     async def list_page(
         self, *, status: str | None = None, limit: int = 20, cursor: str | None = None
@@ -229,6 +311,7 @@ class AsyncClient:
     async def list(
         self, status: str | None = None, *, limit: int | None = None, page_size: int = 100
     ) -> AsyncIterator[Job]:
+        """This tenant's jobs, newest first, following every page (up to `limit` jobs)."""
         cursor: str | None = None
         count = 0
         while True:
@@ -244,14 +327,14 @@ class AsyncClient:
             cursor = page.next_cursor
 
     async def cancel(self, job_id: str) -> Job:
+        """Cancel: a queued job ends at once, a running one is killed by its worker (Conflict when ended)."""
         return Job.model_validate((await self.request("DELETE", f"/v1/jobs/{job_id}")).json())
 
     async def logs(self, job_id: str, stream: str = "stdout") -> str:
+        """The whole log of a finished job (the tail while it runs)."""
         response = await self.request("GET", f"/v1/jobs/{job_id}/logs", params={"stream": stream})
         if response.is_redirect:
-            large = await self._storage.get(response.headers["location"])
-            if large.status_code >= 400:
-                raise StorageError(large.status_code, _core.storage_error_message(large))
+            large = await self._storage_get(response.headers["location"])
             return large.text
         return response.text
 
@@ -266,6 +349,65 @@ class AsyncClient:
                 return outputs
             params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
+    async def read_output(self, job_id: str, name: str) -> bytes:
+        response = await self.request("GET", f"/v1/jobs/{job_id}/outputs/{quote(name)}")
+        if response.is_redirect:
+            return (await self._storage_get(response.headers["location"])).content
+        return response.content
+
+    # -- pipelines ---------------------------------------------------------------------------
+
+    async def submit_pipeline(
+        self, steps: builtins.list[Mapping[str, Any]] | str | Path, *, run_id: str | None = None
+    ) -> Pipeline:
+        if isinstance(steps, str | Path):
+            text = steps.read_text() if isinstance(steps, Path) else steps
+            response = await self.request(
+                "POST", "/v1/pipelines", content=text.encode(), headers={"Content-Type": "application/yaml"}
+            )
+        else:
+            body: dict[str, Any] = {"steps": [dict(step) for step in steps]}
+            if run_id is not None:
+                body["run_id"] = run_id
+            response = await self.request("POST", "/v1/pipelines", json=body, idempotent=run_id is not None)
+        return Pipeline.model_validate(response.json())
+
+    async def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate((await self.request("GET", f"/v1/pipelines/{pipeline_id}")).json())
+
+    async def list_pipelines(self, *, limit: int | None = None) -> AsyncIterator[Pipeline]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"limit": 100, "cursor": cursor}
+            page = PipelinePage.model_validate(
+                (await self.request("GET", "/v1/pipelines", params=params)).json()
+            )
+            for pipeline in page.items:
+                yield pipeline
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate((await self.request("DELETE", f"/v1/pipelines/{pipeline_id}")).json())
+
+    async def wait_pipeline(
+        self, pipeline_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> Pipeline:
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            pipeline = await self.get_pipeline(pipeline_id)
+            if all(step.job.terminal for step in pipeline.steps):
+                return pipeline
+            if deadline.passed:
+                raise WaitTimeout(f"pipeline {pipeline_id} had not ended after {timeout} s; it goes on")
+            await self._sleep(schedule.next())
+
     # -- files ------------------------------------------------------------------------------
 
     async def download(
@@ -276,6 +418,7 @@ class AsyncClient:
         name: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> Path:
+        """One output (the only one, or `name`), streamed to `dest`: a folder, or the file to write."""
         response = await self.request("GET", f"/v1/jobs/{job_id}/download", params={"name": name})
         location = response.headers.get("location")
         if location is None:
@@ -285,6 +428,7 @@ class AsyncClient:
     async def download_outputs(
         self, job_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
     ) -> builtins.list[Path]:
+        """Every output of the job under `dest`, at its relative path (`frames/0001.png`)."""
         root = Path(dest)
         files = []
         for output in await self.outputs(job_id):
@@ -302,13 +446,20 @@ class AsyncClient:
         filename: str | None = None,
         progress: ProgressCallback | None = None,
         settle_timeout: float = 60.0,
+        labels: Mapping[str, str] | None = None,
     ) -> Asset:
+        """Upload a local file straight to S3 (presigned POST, or a multipart plan for large files).
+
+        Answers the asset once AVAILABLE; its `ref` (`asset://<id>`) names it in a job's args.
+        """
         path = Path(path)
         size = path.stat().st_size
         if size == 0:
             raise JobgateClientError(f"{path}: cannot upload an empty file")
         media_type = media_type or guess_media_type(path)
-        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        declared: dict[str, Any] = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        if labels:
+            declared["labels"] = dict(labels)
         ticket = (await self.request("POST", "/v1/uploads", json=declared)).json()
         plan = ticket["upload"]
         asset_id = str(ticket["asset_id"])
@@ -327,12 +478,17 @@ class AsyncClient:
         return Asset.model_validate((await self.request("GET", f"/v1/assets/{asset_id}")).json())
 
     async def list_assets(
-        self, status: str | None = None, *, limit: int | None = None
+        self,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        label: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Asset]:
         cursor: str | None = None
         count = 0
+        labels = [f"{k}:{v}" for k, v in (label or {}).items()] or None
         while True:
-            params = {"status": status, "limit": 100, "cursor": cursor}
+            params = {"status": status, "limit": 100, "cursor": cursor, "label": labels}
             page = AssetPage.model_validate((await self.request("GET", "/v1/assets", params=params)).json())
             for asset in page.items:
                 yield asset
@@ -362,7 +518,16 @@ class AsyncClient:
         websocket: bool = True,
         poll_interval: float = 1.0,
         idle_s: float = 15.0,
-    ) -> AsyncIterator[JobEvent]:
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The job's events until it ends: a `snapshot`, then `log`, `progress`, `status` events.
+
+        Over the WebSocket (the job's `links.websocket`, or the client's `websocket_url`), from
+        `after_seq` (0: every event since the job began; None: from now on). A dropped connection
+        is reopened with the last `seq` received, and an event missing between two others is asked
+        for again on the connection, so nothing is missed or repeated. When the
+        WebSocket cannot be reached, or the job has none, the job is polled every
+        `poll_interval` seconds instead. Stopping the iteration leaves the job running.
+        """
         job = await self.get(job_id)
         tracker = Tracker(job_id, after_seq)
         url = self.websocket_url or job.links.websocket
@@ -371,16 +536,31 @@ class AsyncClient:
                 yield event
             if tracker.done:
                 return
-            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+            if tracker.started:  # the socket went away mid-job: go on from where the job is now
                 job = await self.get(job_id)
-        schedule = _core.PollSchedule(poll_interval)
-        while True:
-            for event in tracker.from_job(job):
+        if not job.terminal:
+            async for event in self._watch_events(tracker, job):
                 yield event
-            if job.terminal:
+            if tracker.done:
                 return
-            await self._sleep(schedule.next())
             job = await self.get(job_id)
+        async for event in self._watch_polling(tracker, job, poll_interval):
+            yield event
+
+    async def _watch_events(self, tracker: Tracker, job: Job) -> AsyncIterator[JobEvent]:
+        for event in tracker.snapshot_of(job):
+            yield event
+        cursor = tracker.cursor
+        while not tracker.done:
+            try:
+                page = await self.events(job.job_id, after_seq=cursor, wait_s=_core.EVENT_WAIT_S)
+            except NotFound:
+                return
+            for event in tracker.from_events([e.model_dump(exclude_none=True) for e in page.events]):
+                yield event
+            cursor = page.next_after_seq
+            if page.done and not tracker.done:
+                return
 
     async def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> AsyncIterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
@@ -414,15 +594,13 @@ class AsyncClient:
             finally:
                 await socket.close()
 
-    async def _stream(
-        self, socket: ClientConnection, tracker: Tracker, idle_s: float
-    ) -> AsyncIterator[JobEvent]:
+    async def _stream(self, socket: Connection, tracker: Tracker, idle_s: float) -> AsyncIterator[JobEvent]:
         """One connection's events, until the job ends or the connection does."""
         await socket.send(tracker.subscribe_message())
         quiet = _core.Quiet(idle_s)
         while not tracker.done:
             try:
-                events = tracker.from_socket(await asyncio.wait_for(socket.recv(), quiet.remaining()))
+                events = tracker.from_socket(await _io.receive(socket, quiet.remaining()))
             except TimeoutError:
                 events = []
             replay = tracker.replay_request()
@@ -441,27 +619,44 @@ class AsyncClient:
         job = await self.get(tracker.job_id)
         return tracker.from_job(job) if job.terminal else []
 
-    async def _connect(self, url: str) -> ClientConnection | None:
-        from websockets.asyncio.client import connect
+    async def _connect(self, url: str) -> Connection | None:
         from websockets.exceptions import InvalidHandshake, InvalidURI
 
         try:
-            return await connect(
+            return await _io.connect(
                 _core.websocket_url(url, self.api_key),
                 open_timeout=10,
                 close_timeout=2,
-                user_agent_header=_core.USER_AGENT,
+                user_agent=_core.USER_AGENT,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
             return None
 
+    async def _watch_polling(
+        self, tracker: Tracker, job: Job, poll_interval: float
+    ) -> AsyncIterator[JobEvent]:
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            for event in tracker.from_job(job):
+                yield event
+            if job.terminal:
+                return
+            await self._sleep(schedule.next())
+            job = await self.get(tracker.job_id)
+
     # -- internals --------------------------------------------------------------------------
 
-    async def _upload_paths(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        refs = {path: (await self.upload(path)).ref for path in _core.local_paths(args)}
+    async def _upload_paths(
+        self, args: Mapping[str, Any], progress: Callable[[Path, int, int], None] | None
+    ) -> dict[str, Any]:
+        refs: dict[Path, str] = {}
+        for path in _core.local_paths(args):
+            report = (lambda done, total, p=path: progress(p, done, total)) if progress else None
+            refs[path] = (await self.upload(path, progress=report)).ref
         return _core.replace_paths(args, refs)
 
     async def _settled(self, asset_id: str, timeout: float) -> Asset:
+        """The asset once S3 has the file: reading a PENDING asset checks S3 again."""
         deadline = _core.Deadline(timeout)
         schedule = _core.PollSchedule(1.0)
         while True:
@@ -513,6 +708,7 @@ class AsyncClient:
     async def _storage_send(
         self, method: str, url: str, body: Callable[[], AsyncIterator[bytes]], headers: dict[str, str]
     ) -> httpx.Response:
+        """Send bytes to a presigned URL; the same bytes to the same key can be sent again."""
         attempt = 0
         while True:
             try:
@@ -529,6 +725,12 @@ class AsyncClient:
                     raise StorageError(response.status_code, _core.storage_error_message(response))
             await self._sleep(delay)
             attempt += 1
+
+    async def _storage_get(self, url: str) -> httpx.Response:
+        response = await self._storage.get(url)
+        if response.status_code >= 400:
+            raise StorageError(response.status_code, _core.storage_error_message(response))
+        return response
 
     async def _download_url(
         self, url: str, dest: str | Path, *, name: str | None, progress: ProgressCallback | None
@@ -548,6 +750,7 @@ class AsyncClient:
     async def _stream_to(
         self, url: str, target: Path | Callable[[httpx.Response], Path], progress: ProgressCallback | None
     ) -> Path:
+        """Stream a presigned GET into a file, written under a temporary name and renamed when whole."""
         attempt = 0
         while True:
             try:
@@ -572,11 +775,12 @@ class AsyncClient:
 async def _read_range(
     path: Path, offset: int, length: int, report: Callable[[int], object]
 ) -> AsyncIterator[bytes]:
+    """`length` bytes of a file from `offset`, in chunks; a file that shrank meanwhile is an error."""
     sent = 0
     with path.open("rb") as fh:
         fh.seek(offset)
         while sent < length:
-            chunk = await asyncio.to_thread(fh.read, min(CHUNK, length - sent))
+            chunk = await _io.read(fh, min(CHUNK, length - sent))
             if not chunk:
                 raise JobgateClientError(f"{path} changed while it was being uploaded")
             sent += len(chunk)
@@ -592,7 +796,7 @@ async def _write_stream(response: httpx.Response, target: Path, progress: Progre
     try:
         with partial.open("wb") as fh:
             async for chunk in response.aiter_bytes(CHUNK):
-                await asyncio.to_thread(fh.write, chunk)
+                await _io.write(fh, chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

@@ -3,8 +3,9 @@
 Order, first found wins: explicit arguments (the CLI's flags); a profile named explicitly
 (`--profile`, `profile=`); the environment (`JOBGATE_URL`, `JOBGATE_API_KEY`, `JOBGATE_WS_URL`);
 the default profile of the config file (`JOBGATE_PROFILE`, else the file's `default_profile`,
-else `default`); and last, the state file `jobgate dev` writes (`.jobgate/dev.json`), so that a
-local stack needs no set-up at all. A key is only taken from the place that names the URL or
+else `default`); and last, the state file `jobgate dev` writes (`.jobgate/dev.json`, found in the
+working folder or any folder above it), so that a local stack needs no set-up at all anywhere inside
+its checkout. A key is only taken from the place that names the URL or
 from above it: a profile's key is never sent to a URL that came from somewhere else.
 
 The config file is `$JOBGATE_CONFIG`, else `$XDG_CONFIG_HOME/jobgate/config.toml`, else
@@ -24,7 +25,6 @@ The config file is `$JOBGATE_CONFIG`, else `$XDG_CONFIG_HOME/jobgate/config.toml
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -33,8 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from jobgate.client.errors import JobgateClientError
+from jobgate.devstate import find_state_file, read_state
 
-DEV_STATE_FILE = Path(".jobgate/dev.json")
+
+class _Nearest:
+    """The default of `resolve_settings(dev_state=)`: the nearest `.jobgate/dev.json` upwards."""
+
+    def __repr__(self) -> str:
+        return ".jobgate/dev.json"
+
+
+NEAREST_DEV_STATE = _Nearest()
 
 
 class ConfigError(JobgateClientError):
@@ -83,12 +92,7 @@ def _profile(config: Mapping[str, Any], name: str, path: Path, *, required: bool
 
 
 def _dev_state(path: Path | None) -> dict[str, str]:
-    if path is None or not path.is_file():
-        return {}
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    state = read_state(path)
     out = {"url": state.get("http_url"), "api_key": state.get("api_key")}
     out["websocket_url"] = state.get("ws_url") or state.get("websocket_url")
     return {k: str(v) for k, v in out.items() if v}
@@ -102,7 +106,7 @@ def resolve_settings(
     profile: str | None = None,
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
-    dev_state: Path | None = DEV_STATE_FILE,
+    dev_state: Path | None | _Nearest = NEAREST_DEV_STATE,
 ) -> ClientSettings:
     """The API to call; ConfigError when no layer names a URL."""
     env = os.environ if env is None else env
@@ -130,7 +134,8 @@ def resolve_settings(
             ("arguments" if arguments["url"] else "the environment", said),
             (f"profile '{default}' of {path}", _profile(config, default, path, required=explicit)),
         ]
-    layers.append((f"{dev_state} (jobgate dev)", _dev_state(dev_state)))
+    state_file = find_state_file() if isinstance(dev_state, _Nearest) else dev_state
+    layers.append((f"{state_file} (jobgate dev)", _dev_state(state_file)))
 
     # Layers below the one that names the URL are not read: a key meant for one API is never
     # sent to another.
@@ -146,7 +151,7 @@ def resolve_settings(
     if "url" not in chosen:
         raise ConfigError(
             "no API URL: pass --url, set JOBGATE_URL, or add a profile to "
-            f"{path} (or run `jobgate dev` in this folder)"
+            f"{path} (or start `make dev` in this checkout)"
         )
     return ClientSettings(
         url=chosen["url"].rstrip("/"),

@@ -18,9 +18,12 @@ class _Answer(BaseModel):
 
 class JobLinks(_Answer):
     self: str = ""
+    status: str = ""
+    run: str = ""
     logs: str = ""
     outputs: str = ""
     download: str = ""
+    events: str = ""
     websocket: str | None = None
 
 
@@ -56,9 +59,13 @@ class Job(_Answer):
     attempts: int = 0
     timeout_s: int | None = None
     cancel_requested: bool = False
+    finish_reason: str | None = None  # one word for why it ended: exit_0, exit_nonzero, timeout, ...
+    partial: bool = False  # succeeded with an exit code its command names as partial success
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    status_url: str | None = None
+    output_url: str | None = None
     links: JobLinks = Field(default_factory=JobLinks)
 
     @property
@@ -68,6 +75,61 @@ class Job(_Answer):
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+
+class RunLinks(_Answer):
+    self: str = ""
+    run: str = ""
+    job: str = ""
+    outputs: str = ""
+    events: str = ""
+    websocket: str | None = None
+
+
+class RunStatus(_Answer):
+    """A job's light status (GET /v1/runs/{run_id} or /v1/jobs/{id}/status): no args, no log tails."""
+
+    run_id: str
+    job_id: str
+    stage: str = ""
+    command: str = ""
+    status: str
+    progress: float = 0.0
+    finish_reason: str | None = None
+    partial: bool = False
+    error: JobError | None = None
+    exit_code: int | None = None
+    output_count: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output_url: str | None = None
+    links: RunLinks = Field(default_factory=RunLinks)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class CheckedInput(_Answer):
+    arg: str
+    ref: str
+    source: str = "asset"
+    media_type: str = ""
+    size: int = 0
+    path: str = ""
+
+
+class DryRun(_Answer):
+    """What a submit would run, checked as a submit is; nothing was written or queued."""
+
+    valid: bool
+    stage: str
+    command: str
+    argv: list[str]
+    inputs: list[CheckedInput] = Field(default_factory=list)
+    timeout_s: int | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class JobPage(_Answer):
@@ -82,6 +144,7 @@ class Asset(_Answer):
     size: int
     status: str
     reason: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     available_at: datetime | None = None
 
@@ -141,7 +204,8 @@ class CommandList(_Answer):
 
 
 class JobEvent(_Answer):
-    """One event of a job, from the WebSocket (with its `seq`) or made up from polling (`seq` None).
+    """One event of a job, from the WebSocket or the event long poll (with its `seq`), or made up from
+    polling the job (`seq` None).
 
     `type` is `snapshot` (the job as it was when watching began, in `job`), `log` (`stream`,
     `text`), `progress` (`progress`, 0..1) or `status` (`status`, `exit_code`, `error`); the last
@@ -158,7 +222,8 @@ class JobEvent(_Answer):
     exit_code: int | None = None
     error: JobError | None = None
     job: Job | None = None
-    source: Literal["websocket", "poll"] = "websocket"
+    # websocket: pushed; events: from the numbered log by the HTTP long poll; poll: made up from the job
+    source: Literal["websocket", "events", "poll"] = "websocket"
 
     @property
     def terminal_status(self) -> bool:
@@ -203,3 +268,37 @@ class RunResult(BaseModel):
         if job.error is not None and job.error.message:
             what += f": {job.error.message}"
         return what
+
+
+class EventPage(_Answer):
+    """A page of the long poll GET /v1/jobs/{id}/events: pass `next_after_seq` as the next `after_seq`."""
+
+    events: list[JobEvent] = Field(default_factory=list)
+    next_after_seq: int
+    done: bool = False
+
+
+class StepView(_Answer):
+    name: str
+    after: list[str] = Field(default_factory=list)
+    job: Job
+
+
+class Pipeline(_Answer):
+    """Steps as jobs: each step's job, and the pipeline's own status and progress."""
+
+    pipeline_id: str
+    run_id: str | None = None
+    status: str
+    progress: float = 0.0
+    created_at: datetime | None = None
+    steps: list[StepView] = Field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class PipelinePage(_Answer):
+    items: list[Pipeline]
+    next_cursor: str | None = None

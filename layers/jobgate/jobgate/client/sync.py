@@ -1,18 +1,23 @@
-"""The synchronous jobgate client: submit and run jobs, move files, follow progress."""
+"""The synchronous jobgate client: submit and run jobs, move files, follow progress.
+
+Generated from jobgate/client/aio.py by infra/generate_sync_client.py (`make client`): edit that file,
+then regenerate. Every call of `AsyncClient` is here, not awaited.
+"""
 
 from __future__ import annotations
 
 import builtins
 import os
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
 from jobgate.client import _core
+from jobgate.client import _sync_io as _io
 from jobgate.client._core import CHUNK, ProgressCallback, RetryPolicy
 from jobgate.client._watch import SocketRefused, Tracker, log_is_truncated
 from jobgate.client.config import resolve_settings
@@ -31,18 +36,23 @@ from jobgate.client.models import (
     AssetPage,
     CommandContract,
     CommandList,
+    DryRun,
+    EventPage,
     Job,
     JobEvent,
     JobPage,
     Output,
+    Pipeline,
+    PipelinePage,
     RunResult,
+    RunStatus,
 )
 from jobgate.media import guess_media_type
 
 if TYPE_CHECKING:
-    from websockets.sync.client import ClientConnection
+    from websockets.sync.client import ClientConnection as Connection
 
-EventCallback = Callable[[JobEvent], None]
+EventCallback = _io.EventCallback
 
 
 class Client:
@@ -68,7 +78,7 @@ class Client:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         storage_transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: _io.Sleep = _io.sleep,
     ) -> None:
         settings = resolve_settings(url=url, api_key=api_key, websocket_url=websocket_url, profile=profile)
         self.url = settings.url
@@ -109,6 +119,8 @@ class Client:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One API call with retries where safe; an error answer raises its typed exception.
 
@@ -119,7 +131,9 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, params=query, json=json)
+                response = self._http.request(
+                    method, path, params=query, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 delay = self._retry.delay_after_error(attempt, exc, idempotent=safe)
                 if delay is None:
@@ -175,6 +189,22 @@ class Client:
         )
         response = self.request("POST", "/v1/jobs", json=body, idempotent=run_id is not None)
         return Job.model_validate(response.json())
+
+    def dry_run(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout_s: int | None = None,
+    ) -> DryRun:
+        args = self._upload_paths(args or {}, None)
+        body = _core.submit_body(
+            stage, command, args, run_id=run_id, timeout_s=timeout_s, mode="async", wait_s=None
+        )
+        body["dry_run"] = True
+        return DryRun.model_validate(self.request("POST", "/v1/jobs", json=body, idempotent=True).json())
 
     def run(
         self,
@@ -232,7 +262,7 @@ class Client:
         deadline = _core.Deadline(timeout)
         for event in self.watch(job_id, websocket=websocket, poll_interval=poll_interval):
             if on_event is not None:
-                on_event(event)
+                _io.call(on_event, event)
             if event.terminal:
                 break
             if deadline.passed:
@@ -251,6 +281,21 @@ class Client:
 
     def get(self, job_id: str) -> Job:
         return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
+
+    def status(self, job_id: str) -> RunStatus:
+        return RunStatus.model_validate(self.request("GET", f"/v1/jobs/{job_id}/status").json())
+
+    def run_status(self, run_id: str) -> RunStatus:
+        return RunStatus.model_validate(self.request("GET", f"/v1/runs/{quote(run_id, safe='')}").json())
+
+    def events(self, job_id: str, *, after_seq: int | None = None, wait_s: float = 0.0) -> EventPage:
+        params = {"after_seq": after_seq, "wait_s": wait_s}
+        return EventPage.model_validate(
+            self.request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
+        )
+
+    def retry(self, job_id: str) -> Job:
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/retry").json())
 
     def list_page(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
         params = {"status": status, "limit": limit, "cursor": cursor}
@@ -297,6 +342,63 @@ class Client:
                 return outputs
             params = {"limit": _core.OUTPUTS_PAGE, "cursor": page["next_cursor"]}
 
+    def read_output(self, job_id: str, name: str) -> bytes:
+        response = self.request("GET", f"/v1/jobs/{job_id}/outputs/{quote(name)}")
+        if response.is_redirect:
+            return (self._storage_get(response.headers["location"])).content
+        return response.content
+
+    # -- pipelines ---------------------------------------------------------------------------
+
+    def submit_pipeline(
+        self, steps: builtins.list[Mapping[str, Any]] | str | Path, *, run_id: str | None = None
+    ) -> Pipeline:
+        if isinstance(steps, str | Path):
+            text = steps.read_text() if isinstance(steps, Path) else steps
+            response = self.request(
+                "POST", "/v1/pipelines", content=text.encode(), headers={"Content-Type": "application/yaml"}
+            )
+        else:
+            body: dict[str, Any] = {"steps": [dict(step) for step in steps]}
+            if run_id is not None:
+                body["run_id"] = run_id
+            response = self.request("POST", "/v1/pipelines", json=body, idempotent=run_id is not None)
+        return Pipeline.model_validate(response.json())
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("GET", f"/v1/pipelines/{pipeline_id}").json())
+
+    def list_pipelines(self, *, limit: int | None = None) -> Iterator[Pipeline]:
+        cursor: str | None = None
+        count = 0
+        while True:
+            params = {"limit": 100, "cursor": cursor}
+            page = PipelinePage.model_validate(self.request("GET", "/v1/pipelines", params=params).json())
+            for pipeline in page.items:
+                yield pipeline
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    def cancel_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("DELETE", f"/v1/pipelines/{pipeline_id}").json())
+
+    def wait_pipeline(
+        self, pipeline_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> Pipeline:
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            pipeline = self.get_pipeline(pipeline_id)
+            if all(step.job.terminal for step in pipeline.steps):
+                return pipeline
+            if deadline.passed:
+                raise WaitTimeout(f"pipeline {pipeline_id} had not ended after {timeout} s; it goes on")
+            self._sleep(schedule.next())
+
     # -- files ------------------------------------------------------------------------------
 
     def download(
@@ -335,6 +437,7 @@ class Client:
         filename: str | None = None,
         progress: ProgressCallback | None = None,
         settle_timeout: float = 60.0,
+        labels: Mapping[str, str] | None = None,
     ) -> Asset:
         """Upload a local file straight to S3 (presigned POST, or a multipart plan for large files).
 
@@ -345,7 +448,9 @@ class Client:
         if size == 0:
             raise JobgateClientError(f"{path}: cannot upload an empty file")
         media_type = media_type or guess_media_type(path)
-        declared = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        declared: dict[str, Any] = {"filename": filename or path.name, "media_type": media_type, "size": size}
+        if labels:
+            declared["labels"] = dict(labels)
         ticket = self.request("POST", "/v1/uploads", json=declared).json()
         plan = ticket["upload"]
         asset_id = str(ticket["asset_id"])
@@ -363,11 +468,18 @@ class Client:
     def get_asset(self, asset_id: str) -> Asset:
         return Asset.model_validate(self.request("GET", f"/v1/assets/{asset_id}").json())
 
-    def list_assets(self, status: str | None = None, *, limit: int | None = None) -> Iterator[Asset]:
+    def list_assets(
+        self,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        label: Mapping[str, str] | None = None,
+    ) -> Iterator[Asset]:
         cursor: str | None = None
         count = 0
+        labels = [f"{k}:{v}" for k, v in (label or {}).items()] or None
         while True:
-            params = {"status": status, "limit": 100, "cursor": cursor}
+            params = {"status": status, "limit": 100, "cursor": cursor, "label": labels}
             page = AssetPage.model_validate(self.request("GET", "/v1/assets", params=params).json())
             for asset in page.items:
                 yield asset
@@ -411,12 +523,35 @@ class Client:
         tracker = Tracker(job_id, after_seq)
         url = self.websocket_url or job.links.websocket
         if websocket and url and not job.terminal:
-            yield from self._watch_socket(tracker, url, idle_s)
+            for event in self._watch_socket(tracker, url, idle_s):
+                yield event
             if tracker.done:
                 return
-            if tracker.started:  # the socket went away mid-job: poll from where the job is now
+            if tracker.started:  # the socket went away mid-job: go on from where the job is now
                 job = self.get(job_id)
-        yield from self._watch_polling(tracker, job, poll_interval)
+        if not job.terminal:
+            for event in self._watch_events(tracker, job):
+                yield event
+            if tracker.done:
+                return
+            job = self.get(job_id)
+        for event in self._watch_polling(tracker, job, poll_interval):
+            yield event
+
+    def _watch_events(self, tracker: Tracker, job: Job) -> Iterator[JobEvent]:
+        for event in tracker.snapshot_of(job):
+            yield event
+        cursor = tracker.cursor
+        while not tracker.done:
+            try:
+                page = self.events(job.job_id, after_seq=cursor, wait_s=_core.EVENT_WAIT_S)
+            except NotFound:
+                return
+            for event in tracker.from_events([e.model_dump(exclude_none=True) for e in page.events]):
+                yield event
+            cursor = page.next_after_seq
+            if page.done and not tracker.done:
+                return
 
     def _watch_socket(self, tracker: Tracker, url: str, idle_s: float) -> Iterator[JobEvent]:
         """Events over the WebSocket; ends without `tracker.done` when the caller should poll."""
@@ -450,13 +585,13 @@ class Client:
             finally:
                 socket.close()
 
-    def _stream(self, socket: ClientConnection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
+    def _stream(self, socket: Connection, tracker: Tracker, idle_s: float) -> Iterator[JobEvent]:
         """One connection's events, until the job ends or the connection does."""
         socket.send(tracker.subscribe_message())
         quiet = _core.Quiet(idle_s)
         while not tracker.done:
             try:
-                events = tracker.from_socket(socket.recv(timeout=quiet.remaining()))
+                events = tracker.from_socket(_io.receive(socket, quiet.remaining()))
             except TimeoutError:
                 events = []
             replay = tracker.replay_request()
@@ -474,16 +609,15 @@ class Client:
         job = self.get(tracker.job_id)
         return tracker.from_job(job) if job.terminal else []
 
-    def _connect(self, url: str) -> ClientConnection | None:
+    def _connect(self, url: str) -> Connection | None:
         from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
 
         try:
-            return connect(
+            return _io.connect(
                 _core.websocket_url(url, self.api_key),
                 open_timeout=10,
                 close_timeout=2,
-                user_agent_header=_core.USER_AGENT,
+                user_agent=_core.USER_AGENT,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI):
             return None
@@ -628,7 +762,7 @@ def _read_range(path: Path, offset: int, length: int, report: Callable[[int], ob
     with path.open("rb") as fh:
         fh.seek(offset)
         while sent < length:
-            chunk = fh.read(min(CHUNK, length - sent))
+            chunk = _io.read(fh, min(CHUNK, length - sent))
             if not chunk:
                 raise JobgateClientError(f"{path} changed while it was being uploaded")
             sent += len(chunk)
@@ -644,7 +778,7 @@ def _write_stream(response: httpx.Response, target: Path, progress: ProgressCall
     try:
         with partial.open("wb") as fh:
             for chunk in response.iter_bytes(CHUNK):
-                fh.write(chunk)
+                _io.write(fh, chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

@@ -25,6 +25,8 @@ class Override:
 
 # (stage, command) -> dest -> override
 Overrides = Mapping[tuple[str, str], Mapping[str, Override]]
+# dest -> (minimum, maximum), for a numeric argument of that name in any command
+Bounds = Mapping[str, tuple[float, float]]
 
 # Spelled like argparse's own %-directives: "%%", "%(name)s", "%(name)-10.3f".
 _PERCENT_TOKEN = re.compile(r"%%|%\([^)]*\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]|%")
@@ -35,13 +37,15 @@ def contracts_from_parser(
     command_set: str,
     *,
     overrides: Overrides | None = None,
+    bounds: Bounds | None = None,
     skip_stages: Collection[str] = (),
 ) -> list[CommandContract]:
     """Every command below `root`, sorted by (stage, command).
 
     A stage's sub-parsers are its commands. A stage that takes its arguments itself (no sub-parsers,
     or arguments of its own beside them) is also a command, named like the stage. Overrides that
-    name no command or argument raise ValueError, so the table cannot rot silently.
+    name no command or argument raise ValueError, so the table cannot rot silently; so do bounds
+    that no numeric argument takes.
     """
     overrides = overrides or {}
     contracts: list[CommandContract] = []
@@ -63,7 +67,20 @@ def contracts_from_parser(
             table = overrides.get((stage, command), {})
             contracts.append(_contract(command_set, stage, command, parser.prog, actions, summary, table))
     _check_overrides(dests, overrides)
+    _apply_bounds(contracts, bounds or {})
     return sorted(contracts, key=lambda c: (c.stage, c.command))
+
+
+def _apply_bounds(contracts: list[CommandContract], bounds: Bounds) -> None:
+    used: set[str] = set()
+    for contract in contracts:
+        for spec in contract.params:
+            if spec.dest in bounds and spec.type in ("integer", "number"):
+                spec.minimum, spec.maximum = bounds[spec.dest]
+                used.add(spec.dest)
+    unused = sorted(set(bounds) - used)
+    if unused:
+        raise ValueError(f"Bounds for argument(s) {unused} that no command takes as a number.")
 
 
 def param_spec(action: argparse.Action, prog: str, override: Override | None = None) -> ParamSpec:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from jobgate.commandsets.argparse_contracts import Override, Overrides, contracts_from_parser
 from jobgate.services.registry import CommandContract
@@ -214,6 +214,20 @@ OVERRIDES: Overrides = {
     ("search", "api"): {"credential_file": _input("any"), "json_body": EXCLUDE},
 }
 
+# Numbers that size what a command draws or renders, by argument name in every command: past these a
+# job would only run out of memory or time in the worker (an 8192 px square RGBA image is 256 MiB).
+SIZE_BOUNDS: dict[str, tuple[float, float]] = {
+    "width": (1, 8192),
+    "height": (1, 8192),
+    "dpi": (10, 1200),
+    "fps": (1, 240),
+    "particles": (1, 200_000),
+    "grid_cols": (1, 64),
+    "steps_per_frame": (1, 1000),
+    "tile_zoom": (0, 19),
+    "density": (0.001, 10),
+}
+
 # zyra.cli.main reads these anywhere in argv, even as a value after "--", and prints its banner.
 _VERSION_WORDS = frozenset({"--version", "-V"})
 # What zyra.cli.main sets in os.environ as it runs a command.
@@ -276,7 +290,9 @@ class ZyraCommandSet:
 
     def contracts(self) -> list[CommandContract]:
         if self._contracts is None:
-            self._contracts = contracts_from_parser(build_root_parser(), self.name, overrides=OVERRIDES)
+            self._contracts = contracts_from_parser(
+                build_root_parser(), self.name, overrides=OVERRIDES, bounds=SIZE_BOUNDS
+            )
         return [c.model_copy(deep=True) for c in self._contracts]
 
     def warm(self) -> None:
@@ -286,6 +302,7 @@ class ZyraCommandSet:
         Raises RuntimeError when the heatmap fails: zyra is not usable here.
         """
         _use_agg()
+        prepare_cartopy()
         import matplotlib.pyplot as plt
         import numpy as np
 
@@ -318,6 +335,7 @@ class ZyraCommandSet:
             sys.stderr.write("zyra reads '--version' and '-V' anywhere in argv; they cannot be values.\n")
             return 2
         _use_agg()
+        prepare_cartopy()
         from zyra.cli import main
 
         code: object = main(zyra_argv(argv))
@@ -327,6 +345,59 @@ class ZyraCommandSet:
             return code
         sys.stderr.write(f"{code}\n")
         return 1
+
+
+# Natural Earth's coastlines and borders, shipped with the runtime (functions/worker/runtime.py puts them
+# there in the worker image and under `make install`): cartopy reads them instead of downloading them.
+NATURAL_EARTH_DIR = Path(sys.prefix) / "share" / "cartopy"
+
+
+def prepare_cartopy() -> None:
+    """cartopy and zyra as jobs use them: the shipped Natural Earth, zyra's gridlines drawable, and
+    `visualize animate` able to end.
+
+    zyra 0.1.56's animate reads `ns.manifest`, which its parser never defines: every frames animation
+    fails with AttributeError after writing its frames. It gets None, zyra's own default (the manifest
+    beside the frames).
+
+    zyra 0.1.56 asks for gridlines by setting the gridliner's locators to None ("let Cartopy choose"),
+    which no cartopy release accepts: drawing then fails with AttributeError whatever the matplotlib.
+    A None locator is taken back to the one cartopy chose when the gridliner was made.
+    """
+    import cartopy
+    from cartopy.mpl import gridliner
+    from zyra.visualization import cli_animate
+
+    if (NATURAL_EARTH_DIR / "shapefiles" / "natural_earth").is_dir():
+        cartopy.config["pre_existing_data_dir"] = NATURAL_EARTH_DIR
+    animate = cli_animate._handle_animate_impl
+    if not getattr(animate, "_jobgate_manifest_default", False):
+
+        def animate_with_manifest(ns: argparse.Namespace) -> Any:
+            if not hasattr(ns, "manifest"):
+                ns.manifest = None
+            return animate(ns)
+
+        animate_with_manifest._jobgate_manifest_default = True  # type: ignore[attr-defined]
+        cli_animate._handle_animate_impl = animate_with_manifest
+    draw = gridliner.Gridliner._draw_gridliner
+    if getattr(draw, "_jobgate_keeps_locators", False):
+        return
+    made = gridliner.Gridliner.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self._jobgate_locators = (self.xlocator, self.ylocator)
+
+    def draw_with_locators(self: Any, *args: Any, **kwargs: Any) -> Any:
+        defaults = getattr(self, "_jobgate_locators", (None, None))
+        self.xlocator = self.xlocator or defaults[0]
+        self.ylocator = self.ylocator or defaults[1]
+        return draw(self, *args, **kwargs)
+
+    draw_with_locators._jobgate_keeps_locators = True  # type: ignore[attr-defined]
+    gridliner.Gridliner.__init__ = init
+    gridliner.Gridliner._draw_gridliner = draw_with_locators
 
 
 def _use_agg() -> None:

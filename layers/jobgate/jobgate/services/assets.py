@@ -14,11 +14,49 @@ from ulid import ULID
 from jobgate.adapters.blobs import BlobStore, ObjectInfo
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import Conflict, Gone
-from jobgate.media import same_kind, sniff_media_type
+from jobgate.media import media_type_for_name, same_kind, sniff_media_type
 from jobgate.models import Asset, AssetPage, AssetStatus, utcnow
 
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 MAX_PARTS = 10_000
+# Labels: a few short `key: value` pairs a client files its assets under (GET /v1/assets?label=k:v).
+MAX_LABELS = 10
+LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MAX_LABEL_VALUE = 128
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """At most MAX_LABELS; keys lower-case letters, digits, `.`, `_`, `-` (up to 63); values up to
+    MAX_LABEL_VALUE characters with no control characters."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key):
+            raise ValueError(
+                f"label key {key!r} must be 1-63 lower-case letters, digits, '.', '_' or '-', starting "
+                "with a letter or digit"
+            )
+        if len(value) > MAX_LABEL_VALUE or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                f"label {key!r}: a value is at most {MAX_LABEL_VALUE} characters, none a control one"
+            )
+    return labels
+
+
+def parse_label_filter(text: str) -> tuple[str, str]:
+    """`key:value` as GET /v1/assets?label= takes it."""
+    key, sep, value = text.partition(":")
+    key, value = key.strip(), value.strip()
+    if not sep or not LABEL_KEY.match(key) or len(value) > MAX_LABEL_VALUE:
+        raise ValueError("a label filter is key:value")
+    return key, value
+
+
+# S3's largest object: 10,000 parts of at most 5 GiB each (48.8 TiB).
+MAX_OBJECT_BYTES = MAX_PARTS * 5 * 1024**3
+# What browsers, n8n and most HTTP tools declare when they do not know a file's type: "unknown", so the
+# asset records what its content (or else its name) shows instead of failing the upload.
+UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 
 
 def upload_key(tenant: str, asset_id: str, filename: str) -> str:
@@ -28,7 +66,17 @@ def upload_key(tenant: str, asset_id: str, filename: str) -> str:
 class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     media_type: str = Field(min_length=3, max_length=255)
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_OBJECT_BYTES)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Up to {MAX_LABELS} `key: value` labels to find the asset by"
+        " (GET /v1/assets?label=key:value).",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
 
     @field_validator("filename")
     @classmethod
@@ -125,6 +173,7 @@ class AssetService:
             size=request.size,
             key=key,
             upload_id=upload_id,
+            labels=request.labels,
             created_at=now,
         )
         self._store.put_asset(asset)
@@ -172,26 +221,38 @@ class AssetService:
         media_type: str | None,
         limit: int,
         cursor: str | None,
+        labels: dict[str, str] | None = None,
     ) -> AssetPage:
         return self._store.list_assets(
-            tenant, status=status.value if status else None, media_type=media_type, limit=limit, cursor=cursor
+            tenant,
+            status=status.value if status else None,
+            media_type=media_type,
+            limit=limit,
+            cursor=cursor,
+            labels=labels,
         )
 
     def settle(self, asset: Asset) -> Asset:
         """Compare the object in S3 with what was declared; record AVAILABLE or FAILED with the reason."""
+        judged = self.judge(asset)
+        return asset if judged is asset else self._store.settle_asset(judged)
+
+    def judge(self, asset: Asset) -> Asset:
+        """The asset as settling would record it (the same one while its file has not arrived); records
+        nothing, so a dry run can ask."""
         info = self._blobs.info(asset.key)
         if info is None:
             return asset  # not uploaded yet
         reason = _mismatch(asset, info)
-        settled = asset.model_copy(
+        return asset.model_copy(
             update={
                 "status": AssetStatus.FAILED if reason else AssetStatus.AVAILABLE,
                 "reason": reason,
                 "etag": info.etag,
                 "available_at": None if reason else self._clock(),
+                "media_type": _recognised(asset, info),
             }
         )
-        return self._store.settle_asset(settled)
 
     def settle_key(self, key: str) -> Asset | None:
         """Settle the asset an S3 ObjectCreated event names; keys outside uploads/ are ignored."""
@@ -215,6 +276,14 @@ class AssetService:
         )
 
 
+def _recognised(asset: Asset, info: ObjectInfo) -> str:
+    """The asset's media type: as declared, or for an `octet-stream` declaration what the first bytes
+    prove, else what the file name says (still octet-stream when neither tells)."""
+    if asset.media_type != UNKNOWN_MEDIA_TYPE:
+        return asset.media_type
+    return sniff_media_type(info.head) or media_type_for_name(asset.filename)
+
+
 def _mismatch(asset: Asset, info: ObjectInfo) -> str | None:
     if info.size != asset.size:
         return f"declared {asset.size} bytes, uploaded {info.size}"
@@ -222,6 +291,6 @@ def _mismatch(asset: Asset, info: ObjectInfo) -> str | None:
     if stored and stored != asset.media_type:
         return f"declared {asset.media_type}, uploaded as {stored}"
     sniffed = sniff_media_type(info.head)
-    if sniffed and not same_kind(asset.media_type, sniffed):
+    if sniffed and asset.media_type != UNKNOWN_MEDIA_TYPE and not same_kind(asset.media_type, sniffed):
         return f"declared {asset.media_type}, but the content is {sniffed}"
     return None

@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobgate.adapters.limits import BucketChanged, BucketState, LimitStore, QuotaFull
-from jobgate.errors import ConcurrencyLimited, TooManyRequests, UploadQuotaExceeded, ValidationFailed
+from jobgate.errors import (
+    ConcurrencyLimited,
+    TooManyRequests,
+    UploadQuotaExceeded,
+    UploadTooLarge,
+    ValidationFailed,
+)
 from jobgate.models import JobRequest, JobStatus
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.registry import Invocation
@@ -170,6 +176,12 @@ class UploadQuota:
     def charge(self, tenant: str, size: int) -> None:
         if self._limit <= 0:
             return
+        if size > self._limit:
+            raise UploadTooLarge(
+                f"This upload declares {size} bytes; tenant '{tenant}' may upload {self._limit} bytes a day, "
+                "so it can never be granted.",
+                extra={"limit": self._limit},
+            )
         now = self._clock()
         tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
         try:

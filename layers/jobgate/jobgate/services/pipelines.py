@@ -196,7 +196,7 @@ class PipelineService:
         for name in order:
             step = next(s for s in request.steps if s.name == name)
             inv = invocations[name]
-            upstream = {}
+            upstream = dict(inv.jobs)  # job:// inputs: outputs of jobs that ended before this pipeline
             for key, ref in inv.steps.items():
                 producer, _, path = ref.partition("/")
                 upstream[key] = f"{job_ids[producer]}/{path}"

@@ -16,6 +16,7 @@ from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
 ENTRY_POINT_GROUP = "jobgate.command_sets"
 ASSET_SCHEME = "asset://"
 STEP_SCHEME = "step://"
+JOB_SCHEME = "job://"
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ASSET_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 MAX_ARG_CHARS = 4096
@@ -45,6 +46,9 @@ class ParamSpec(BaseModel):
     # For an output: the command may leave it unwritten (else a job whose command exits 0 without
     # writing it ends failed, `missing_output`).
     optional: bool = False
+    # For a number: the range a job may ask for (a width of 1e30 fails here, not in the worker).
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def spelling(self) -> str:
@@ -62,6 +66,9 @@ class CommandContract(BaseModel):
     summary: str = ""
     params: list[ParamSpec] = Field(default_factory=list)
     max_timeout_s: int | None = None
+    # Exit codes that mean the command did part of its work and says so (a run that answered some
+    # questions, a dataset with gaps): the job ends `succeeded` with `partial: true`.
+    partial_exit_codes: list[int] = Field(default_factory=list)
 
     def param(self, name: str) -> ParamSpec | None:
         key = name.replace("-", "_")
@@ -78,6 +85,8 @@ class Invocation(BaseModel):
     args: dict[str, Any]
     inputs: dict[str, str]  # "<dest>" or "<dest>[i]" -> asset id
     steps: dict[str, str] = Field(default_factory=dict)  # "<dest>" or "<dest>[i]" -> "<step>/<path>"
+    # "<dest>" or "<dest>[i]" -> "<job_id>/<output name>": an output of an earlier job of the tenant
+    jobs: dict[str, str] = Field(default_factory=dict)
 
 
 @runtime_checkable
@@ -184,6 +193,7 @@ def check_args(
     normalized: dict[str, Any] = {}
     inputs: dict[str, str] = {}
     steps: dict[str, str] = {}
+    jobs: dict[str, str] = {}
     refused: set[str] = set()
     for name, raw in args.items():
         spec = _lookup(contract, name)
@@ -202,7 +212,8 @@ def check_args(
             continue
         normalized[spec.dest] = value
         inputs.update(_asset_refs(spec, value))
-        steps.update(_step_refs(spec, value))
+        steps.update(_scheme_refs(spec, value, STEP_SCHEME))
+        jobs.update(_scheme_refs(spec, value, JOB_SCHEME))
     for spec in contract.params:
         if spec.required and spec.dest not in normalized and spec.dest not in refused:
             errors.append(_err(spec.dest, "required"))
@@ -210,7 +221,7 @@ def check_args(
         raise ValidationFailed(
             f"{len(errors)} invalid argument(s) for {contract.stage} {contract.command}.", errors
         )
-    return Invocation(contract=contract, args=normalized, inputs=inputs, steps=steps)
+    return Invocation(contract=contract, args=normalized, inputs=inputs, steps=steps, jobs=jobs)
 
 
 def _coerce(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tuple[Any, list[str]]:
@@ -248,14 +259,10 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     value: Any
     if isinstance(raw, dict | list):
         return None, ["must be a single value"]
-    if spec.type == "integer":
-        if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and _is_int(raw))):
-            return None, ["must be an integer"]
-        value = int(raw)
-    elif spec.type == "number":
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
-            return None, ["must be a number"]
-        value = float(raw) if isinstance(raw, str) else raw
+    if spec.type in ("integer", "number"):
+        value, problems = _coerce_number(spec, raw)
+        if problems:
+            return None, problems
     else:
         if isinstance(raw, bool):
             return None, ["must be a string"]
@@ -270,6 +277,34 @@ def _coerce_scalar(spec: ParamSpec, raw: Any, allow_steps: bool = False) -> tupl
     if spec.choices is not None and value not in spec.choices and str(value) not in map(str, spec.choices):
         return None, [f"must be one of {spec.choices}"]
     return value, _check_role(spec, value, allow_steps)
+
+
+def _coerce_number(spec: ParamSpec, raw: Any) -> tuple[Any, list[str]]:
+    value: int | float
+    if spec.type == "integer":
+        whole = isinstance(raw, float) and math.isfinite(raw) and raw.is_integer()  # 800.0, 1e3 from JSON
+        if isinstance(raw, bool) or not (
+            isinstance(raw, int) or whole or (isinstance(raw, str) and _is_int(raw))
+        ):
+            return None, ["must be an integer"]
+        value = int(raw)
+    else:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or not _is_number(raw):
+            return None, ["must be a number"]
+        value = float(raw) if isinstance(raw, str) else raw
+    return value, _out_of_range(spec, value)
+
+
+def _out_of_range(spec: ParamSpec, value: float) -> list[str]:
+    if spec.minimum is not None and value < spec.minimum:
+        return [f"must be at least {_fmt_bound(spec.minimum)}"]
+    if spec.maximum is not None and value > spec.maximum:
+        return [f"must be at most {_fmt_bound(spec.maximum)}"]
+    return []
+
+
+def _fmt_bound(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 def _is_int(s: str) -> bool:
@@ -296,9 +331,17 @@ def _check_role(spec: ParamSpec, value: Any, allow_steps: bool = False) -> list[
         if not STEP_NAME_RE.match(name):
             return [f"must be '{STEP_SCHEME}<step>/<output>' with a step name of letters, digits, '-' or '_'"]
         return check_relative_path(path) if path.strip("/") else []
+    if spec.role == "input" and text.startswith(JOB_SCHEME):
+        job_id, _, name = text[len(JOB_SCHEME) :].partition("/")
+        if not ASSET_ID_RE.match(job_id) or not name.strip("/"):
+            return [f"must be '{JOB_SCHEME}<job_id>/<output name>'"]
+        return check_relative_path(name)
     if spec.role == "input":
         if not text.startswith(ASSET_SCHEME):
-            return [f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>'"]
+            return [
+                f"must name an uploaded file as '{ASSET_SCHEME}<asset_id>' or an earlier job's output "
+                f"as '{JOB_SCHEME}<job_id>/<output name>'"
+            ]
         if not ASSET_ID_RE.match(text[len(ASSET_SCHEME) :]):
             return ["is not a valid asset id"]
         return []
@@ -317,13 +360,14 @@ def check_relative_path(text: str) -> list[str]:
     return []
 
 
-def _step_refs(spec: ParamSpec, value: Any) -> dict[str, str]:
+def _scheme_refs(spec: ParamSpec, value: Any, scheme: str) -> dict[str, str]:
+    """The values of one argument that name a file by `scheme` (step://, job://), by their key."""
     values = value if isinstance(value, list) else [value]
     refs = {}
     for i, v in enumerate(values):
-        if isinstance(v, str) and v.startswith(STEP_SCHEME):
+        if isinstance(v, str) and v.startswith(scheme):
             key = f"{spec.dest}[{i}]" if isinstance(value, list) else spec.dest
-            refs[key] = v[len(STEP_SCHEME) :]
+            refs[key] = v[len(scheme) :]
     return refs
 
 
@@ -392,3 +436,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return repr(v)
     return str(v)
+
+
+def declared_outputs(contract: CommandContract, args: Mapping[str, Any]) -> list[str]:
+    """The output files a checked request's args name (not output folders, whose files are unknown)."""
+    names: list[str] = []
+    for spec in contract.params:
+        value = args.get(spec.dest)
+        if spec.role != "output" or value is None or value is False:
+            continue
+        names.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+    return names

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -13,7 +12,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobgate.adapters.blobs import BlobStore
@@ -27,7 +26,7 @@ from jobgate.services.dispatch import dispatch
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import STAGED, STARTED, AttemptLog, JobStream, Publisher, announce
 from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
-from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key
+from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key, staged_asset_path
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
@@ -39,7 +38,6 @@ _CLAIM_ROUNDS = 3
 FINISH_MARGIN_S = 20.0
 # Time kept back from the deadline for the last write (the terminal status) once the uploads run.
 RECORD_MARGIN_S = 5.0
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # The child's whole environment: no AWS credentials, nothing of the worker's own.
 _CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA")
@@ -434,7 +432,7 @@ class WorkerService:
             archive = self._store_archive(a, outputs, upload_by) if job.zip_outputs else None
         except OutOfTime as exc:
             return self._finish(a, _out_of_time(exc.detail))
-        result = _result(run, budget < job.timeout_s, stdout, stderr, outputs)
+        result = _result(run, budget < job.timeout_s, stdout, stderr, outputs, a.contract.partial_exit_codes)
         result.archive = archive
         if result.status == JobStatus.SUCCEEDED:
             missing = missing_outputs(job.args, a.contract, a.workdir)
@@ -478,7 +476,7 @@ class WorkerService:
         for name, asset_id in job.inputs.items():
             _in_time(stage_by, lease, "Staging the inputs")
             # The API recorded where the file is when it checked the asset; older jobs, and jobs with
-            # many inputs, have the asset read here.
+            # many inputs, have the asset read here. The file name is the key's last part.
             recorded = job.input_objects.get(asset_id)
             if recorded is not None:
                 key, size = recorded.key, recorded.size
@@ -488,8 +486,7 @@ class WorkerService:
                 except NotFound as exc:
                     raise InputError(f"Input '{name}': asset '{asset_id}' no longer exists.") from exc
                 key, size = asset.key, asset.size
-            filename = _SAFE_NAME.sub("_", Path(key).name).lstrip(".") or "input"
-            relative = Path("inputs") / asset_id / filename
+            relative = Path(staged_asset_path(asset_id, PurePosixPath(key).name))
             target = workdir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -509,20 +506,25 @@ class WorkerService:
     def _stage_upstream(
         self, job: Job, name: str, ref: str, jobs: Mapping[str, Job], workdir: Path, staged: set[Path]
     ) -> str:
-        """Fetch what a pipeline step reads from an earlier step: one output, or a folder of them."""
+        """Fetch what a job reads from an earlier one: a pipeline step's output (or a folder of them), or
+        the output a `job://<job_id>/<name>` input names."""
         upstream_id, _, path = ref.partition("/")
         wanted = path.strip("/")
         if upstream_id not in jobs:
-            raise InputError(f"Input '{name}': the step it reads from no longer exists.")
+            raise InputError(f"Input '{name}': the job it reads from ({upstream_id}) no longer exists.")
         upstream = jobs[upstream_id]
-        base = Path("inputs") / (upstream.step or upstream_id)
+        # A step of the same pipeline is staged under its step name (the same place in every step);
+        # any other job under its id (staged_job_output_path), so no two can collide.
+        own_step = upstream.pipeline_id is not None and upstream.pipeline_id == job.pipeline_id
+        what = f"step '{upstream.step}'" if own_step else f"job '{upstream_id}'"
+        base = Path("inputs") / (upstream.step if own_step and upstream.step else upstream_id)
         try:
             written = self._catalog.every(upstream)
         except Gone as exc:
-            raise InputError(f"Input '{name}': the outputs of step '{upstream.step}' are gone.") from exc
+            raise InputError(f"Input '{name}': the outputs of {what} are gone.") from exc
         matches = [o for o in written if not wanted or o.name == wanted or o.name.startswith(f"{wanted}/")]
         if not matches:
-            raise InputError(f"Input '{name}': step '{upstream.step}' wrote no '{wanted or '*'}'.")
+            raise InputError(f"Input '{name}': {what} wrote no '{wanted or '*'}'.")
         for output in matches:
             target = workdir / base / output.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -530,9 +532,7 @@ class WorkerService:
                 key = output_key(job.tenant, upstream_id, upstream.attempts, output.name)
                 self._blobs.download_file(key, target)
             except NotFound as exc:
-                raise InputError(
-                    f"Input '{name}': output '{output.name}' of step '{upstream.step}' is gone."
-                ) from exc
+                raise InputError(f"Input '{name}': output '{output.name}' of {what} is gone.") from exc
             staged.add(target)
         return str(base / wanted) if wanted else str(base)
 
@@ -725,7 +725,12 @@ def _cancelled(job: Job, message: str) -> JobResult:
 
 
 def _result(
-    run: ExecResult, cut_by_deadline: bool, stdout: str, stderr: str, outputs: list[Output]
+    run: ExecResult,
+    cut_by_deadline: bool,
+    stdout: str,
+    stderr: str,
+    outputs: list[Output],
+    partial_exit_codes: list[int] | None = None,
 ) -> JobResult:
     error: JobError | None = None
     if run.cancelled:
@@ -742,7 +747,7 @@ def _result(
         error = JobError(
             type="signal", message=f"The command was killed by {run.signal_name} (exit {run.exit_code})."
         )
-    elif run.exit_code != 0:
+    elif run.exit_code != 0 and run.exit_code not in (partial_exit_codes or []):
         status = JobStatus.FAILED
         error = JobError(type="exit", message=f"The command exited with code {run.exit_code}.")
     else:
