@@ -30,6 +30,9 @@ import numpy as np
 from jobgate_local.testing import DevProcess, launch_dev
 
 ROOT = Path(__file__).resolve().parents[1]
+# The code the in-process handlers run: this checkout, or another one (bench/run.py runs bench 8 on the
+# code it compares with too, from a worktree of it, with its layer first on PYTHONPATH).
+CODE_ROOT = Path(os.environ.get("JOBGATE_BENCH_CODE_ROOT") or ROOT)
 TEMPLATE = ROOT / "template.yaml"
 BENCH_API_KEY = "bench-api-key-0123456789abcdef"
 # The job limits are per tenant and would refuse a benchmark's bursts (429): turned off (0) here.
@@ -130,6 +133,9 @@ def bench_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", type=Path, help="write the result there (bench/run.py reads it)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
+    parser.add_argument(
+        "--baseline", type=Path, help="this bench's JSON from the code it is compared with (bench 8)"
+    )
     return parser.parse_args(argv)
 
 

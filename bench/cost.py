@@ -36,8 +36,8 @@ from typing import Any
 
 from capacity import Index, WriteCost, read_units, table_indexes, write_cost
 from common import (
+    CODE_ROOT,
     HEATMAP_FLAGS,
-    TEMPLATE,
     BenchResult,
     Figure,
     api_client,
@@ -67,6 +67,29 @@ PRICES = {
     "fargate_gb_h": 0.004445,
     "public_ipv4_h": 0.005,
 }
+# Where each price was read (2026-11-29, through the search tool; AWS's own pricing pages render their
+# rate tables in the browser, so the figures are quoted from pages that transcribe them, with their date).
+PRICE_SOURCES = (
+    "DynamoDB on demand, $0.625 per million write request units and $0.125 per million read request "
+    "units since the cut of 1 Nov 2024 (airbyte.com/data-engineering-resources/dynamodb-pricing, "
+    "21 Jul 2025; unit rules: aws.amazon.com/dynamodb/pricing/on-demand/ and the developer guide's "
+    "'DynamoDB read and write operations')",
+    "Lambda x86, $0.0000166667 per GB-second and $0.20 per million requests "
+    "(aws.amazon.com/lambda/pricing/ as transcribed by api-evangelist/aws-lambda, 20 Sep 2026; artillery's "
+    "price table, lib/platform/aws-lambda/prices.js)",
+    "S3 Standard, $0.005 per 1,000 PUT, COPY, POST and LIST requests and $0.0004 per 1,000 GET and "
+    "others (usage.ai S3 cost guide, June 2026, from aws.amazon.com/s3/pricing/)",
+    "SQS standard queue, $0.40 per million requests, each 64 KB a request (cloudburn.io/blog/"
+    "amazon-sqs-pricing, March 2026; factualminds.com, June 2026)",
+    "API Gateway HTTP API, $1.00 per million requests (first 300 million); WebSocket, $1.00 per million "
+    "messages of 32 KB and $0.25 per million connection minutes (aws.amazon.com/api-gateway/pricing/, "
+    "its worked examples as transcribed by api-evangelist, 20 Sep 2026; repost.aws on connection minutes)",
+    "CloudWatch Logs ingestion, $0.50 per GB (hykell.com and factualminds.com, 2026); X-Ray, $5.00 per "
+    "million traces recorded (aws.amazon.com/cloudwatch/pricing/)",
+    "Fargate Linux x86, $0.04048 per vCPU-hour and $0.004445 per GB-hour (factualminds.com, June 2026; "
+    "vantage.sh/blog/fargate-pricing); a public IPv4 address $0.005 an hour (cloudburn.io/blog/"
+    "aws-fargate-pricing, April 2026)",
+)
 HOURS_A_MONTH = 730
 MINUTES_A_MONTH = HOURS_A_MONTH * 60
 # Lambda's SQS event source keeps five pollers long-polling (20 s) each queue it drains, busy or not.
@@ -330,7 +353,7 @@ def main(args: argparse.Namespace) -> BenchResult:
         with dev_stack(workers=1) as dev, api_client(dev) as api:
             asset_id = upload(api, field_path, "application/x-npy")
             measured = _measure(dev, asset_id, rounds)
-    return _report(result, measured, rounds)
+    return _report(result, measured, rounds, args.baseline)
 
 
 def _measure(dev: Any, asset_id: str, rounds: int) -> dict[str, Any]:
@@ -354,7 +377,9 @@ def _measure(dev: Any, asset_id: str, rounds: int) -> dict[str, Any]:
     from jobgate.services.jobs import JobService
 
     admin = boto_client("dynamodb", endpoint)
-    meter = Meter(admin, dev.resources["JobsTable"], table_indexes(TEMPLATE))
+    # The table's indexes as the measured code's template declares them: its writes cost what they
+    # would cost on its own table.
+    meter = Meter(admin, dev.resources["JobsTable"], table_indexes(CODE_ROOT / "template.yaml"))
     for budget, function in ((aws.API, "api"), (aws.BACKGROUND, "worker")):
         for make in (aws.dynamodb, aws.sqs, aws.s3):
             meter.attach(make(budget), function)
@@ -467,7 +492,7 @@ def _sweeper_run(sweeper_fn: Any, meter: Meter) -> dict[str, Any]:
 def _memory_mb() -> dict[str, int]:
     from cfnlint.decode import decode
 
-    decoded, _ = decode(str(TEMPLATE))
+    decoded, _ = decode(str(CODE_ROOT / "template.yaml"))
     assert decoded is not None
     resources = decoded["Resources"]
     params = decoded["Parameters"]
@@ -570,13 +595,13 @@ def _requests(job: dict[str, Any], prefix: str) -> float:
     return float(sum(v for k, v in job["requests"].items() if k.split(" ", 1)[0] == prefix))
 
 
-def _report(result: BenchResult, measured: dict[str, Any], rounds: int) -> BenchResult:
+def _report(result: BenchResult, measured: dict[str, Any], rounds: int, baseline: Path | None) -> BenchResult:
     job = per_job(measured, rounds)
     memory = _memory_mb()
     lines = costs_per_1000(job, memory)
     fixed = monthly_fixed(measured["sweep"], memory)
     fixed_month = sum(fixed.values())
-    before = _baseline()
+    before = _baseline(baseline)
     old_job = before["details"]["per_job"] if before else None
     old_lines = before["details"]["usd_per_1000_jobs"] if before else None
 
@@ -698,6 +723,7 @@ def _report(result: BenchResult, measured: dict[str, Any], rounds: int) -> Bench
         f"worker and Redis in the same task, a public IPv4 address, no load balancer): "
         f"${fargate_per_1000(1000):.2f} a month whatever it runs."
     )
+    result.notes.append("Prices, us-east-1, no free tier: " + "; ".join(PRICE_SOURCES) + ".")
     return result
 
 
@@ -713,9 +739,10 @@ ISSUE_LINES = (
 )
 
 
-def _baseline() -> dict[str, Any] | None:
-    """This bench's result on today's main, kept in bench/baseline/ (the commit it ran on, in its notes)."""
-    path = Path(__file__).resolve().parent / "baseline" / "cost.json"
+def _baseline(path: Path | None) -> dict[str, Any] | None:
+    """This bench's result on the code compared with: run in the same `make bench` (bench/run.py), or
+    the one kept in bench/baseline/ when this bench runs alone."""
+    path = path or Path(__file__).resolve().parent / "baseline" / "cost.json"
     if not path.exists():
         return None
     data: dict[str, Any] = json.loads(path.read_text())

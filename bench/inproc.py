@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from common import ROOT, aws_env
+from common import CODE_ROOT, aws_env
 
 
 @dataclass
@@ -81,7 +81,7 @@ def load_handler(function: str, env: Mapping[str, str], *, fresh_clients: bool =
     if fresh_clients:
         aws.reset_clients()
     name = f"_bench_fn_{function}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
+    spec = importlib.util.spec_from_file_location(name, CODE_ROOT / "functions" / function / "app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

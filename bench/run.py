@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--keep", type=Path, help="also keep each benchmark's JSON in this folder")
+    parser.add_argument(
+        "--baseline",
+        default=(BENCH_DIR / "baseline" / "REF").read_text().strip(),
+        help="the commit bench 8 compares with, run in this same run (default: bench/baseline/REF)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHES)
     unknown = sorted(set(names) - set(BENCHES))
@@ -55,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, str(BENCH_DIR / f"{name}.py"), "--json", str(out)]
             if args.quick:
                 cmd.append("--quick")
+            if name == "cost" and args.baseline:
+                base = _baseline_cost(args.baseline, Path(tmp), args.quick)
+                if base is not None:
+                    cmd += ["--baseline", str(base)]
             print(f"\n>>> {name}", flush=True)
             done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in done.stdout.splitlines():
@@ -75,6 +85,47 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _baseline_cost(ref: str, tmp: Path, quick: bool) -> Path | None:
+    """Bench 8 on the code at `ref`, now, on this machine: its handlers from a worktree of that commit
+    (its layer first on PYTHONPATH), everything else from this checkout. None when it cannot run."""
+    tree = tmp / "baseline-tree"
+    out = tmp / "cost-baseline.json"
+    added = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, capture_output=True, text=True
+    )
+    if added.returncode != 0:
+        print(f"!!! cannot check out {ref} for bench 8's comparison: {added.stderr.strip()}", flush=True)
+        return None
+    try:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(tree / "layers" / "jobgate"), os.environ.get("PYTHONPATH")])
+            ),
+            "JOBGATE_BENCH_CODE_ROOT": str(tree),
+        }
+        cmd = [
+            sys.executable,
+            str(BENCH_DIR / "cost.py"),
+            "--json",
+            str(out),
+            *(["--quick"] if quick else []),
+        ]
+        print(f"\n>>> cost (on {ref}, to compare with)", flush=True)
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if done.returncode != 0 or not out.exists():
+            print(f"!!! bench 8 on {ref} failed (exit {done.returncode}):\n{done.stdout[-2000:]}", flush=True)
+            return None
+        data = json.loads(out.read_text())
+        data["commit"] = ref
+        out.write_text(json.dumps(data))
+        return out
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+
+
 def _commit() -> str:
     try:
         return subprocess.run(
@@ -84,15 +135,37 @@ def _commit() -> str:
         return "unknown"
 
 
-def _figure_row(fig: dict[str, Any]) -> str:
+def _figure_row(fig: dict[str, Any], before: dict[str, Any] | None) -> str:
     if not fig["measured"] or fig["value"] is None:
-        return f"| {fig['label']} | not measured yet | | | | {fig['target'] or ''} | {fig['note']} |"
+        return f"| {fig['label']} | not measured yet | | | | {fig['target'] or ''} | {fig['note']} | |"
     value = fmt(fig["value"], fig["unit"])
     peer = fmt(fig["peer_value"], fig["unit"]) if fig["peer_value"] is not None else ""
     ratio = f"{fig['ratio']:.2f}x" if fig["ratio"] is not None else ""
     verdict = {True: "met", False: "**missed**", None: ""}[fig["met"]]
+    was = ""
+    if before is not None and before.get("value") is not None:
+        was = fmt(before["value"], before["unit"])
+        if before.get("ratio") is not None:
+            was += f" ({before['ratio']:.2f}x)"
     return (
-        f"| {fig['label']} | {value} | {fig['peer_label']} | {peer} | {ratio} | {fig['target']} | {verdict} |"
+        f"| {fig['label']} | {value} | {fig['peer_label']} | {peer} | {ratio} | {fig['target']} | {verdict} "
+        f"| {was} |"
+    )
+
+
+def _before(name: str) -> list[dict[str, Any]]:
+    """The figures of a bench as measured on main before this work (bench/baseline/, see its README)."""
+    path = BENCH_DIR / "baseline" / f"{name}.json"
+    if name == "cost" or not path.exists():  # bench 8 compares with main in its own run
+        return []
+    figures: list[dict[str, Any]] = json.loads(path.read_text())["figures"]
+    return figures
+
+
+def _matching(fig: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next(
+        (b for b in before if b["label"] == fig["label"] and b.get("peer_label") == fig.get("peer_label")),
+        None,
     )
 
 
@@ -128,14 +201,18 @@ def render(
         "",
         "## Figures",
         "",
-        "| figure | jobgate | peer | peer figure | ratio | target | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "The last column is the same figure on main before this work (bench/baseline/README.md: another",
+        "run, another day; the verdicts rest on the ratios of this run only).",
+        "",
+        "| figure | jobgate | peer | peer figure | ratio | target | verdict | before (jobgate, ratio) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        lines.append(f"| **{result['title']}** | | | | | | |")
-        lines += [_figure_row(fig) for fig in result["figures"]]
+        before = _before(result["name"])
+        lines.append(f"| **{result['title']}** | | | | | | | |")
+        lines += [_figure_row(fig, _matching(fig, before)) for fig in result["figures"]]
     for name in failures:
-        lines.append(f"| **{name}** | failed to run (see below) | | | | | |")
+        lines.append(f"| **{name}** | failed to run (see below) | | | | | | |")
     lines += ["", "## What the figures say", ""]
     for result in results:
         lines += [f"### {result['title']}", ""]
