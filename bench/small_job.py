@@ -146,33 +146,32 @@ def _misses(figures: list[Figure], anatomy: Mapping[str, Any], stages: Mapping[s
     notes = []
     ms = 1000.0
     fork = anatomy["worker_fork_to_exit_s"]
-    calls = anatomy["worker_aws_calls_per_job"]
-    per_call = anatomy["worker_aws_seconds_per_job"] / max(1.0, calls)
-    # The path any durable design takes: the job written and its send confirmed (API), the message
-    # sent, received and deleted, the claim, the input read, the output put, the end written.
-    durable_calls = 4 + calls
-    floor = fork + durable_calls * per_call
+    before = stages["created_to_started_s"]  # the job written, its message sent, received, the claim
+    around = max(0.0, stages["started_to_finished_s"] - fork)  # input fetched, PNG put, end written
+    outside = stages["outside_the_record_s"]  # HTTP both ways, the API's checks, the sync read
+    durable = before + around + outside
     vs_process, vs_api = figures[:2]
     if vs_process.met is False and vs_process.ratio is not None and vs_process.peer_value:
         budget = 0.20 * vs_process.peer_value
         notes.append(
             f"(a) missed by {vs_process.ratio - 0.20:.2f}x: {vs_process.ratio:.2f}x a fresh process where "
-            f"0.20x ({budget * ms:.0f} ms) is asked. The forked heatmap alone takes {fork * ms:.0f} ms and "
-            f"the {durable_calls:g} AWS calls of the durable path (API {4}, worker {calls:g}) about "
-            f"{durable_calls * per_call * ms:.0f} ms here (~{per_call * ms:.0f} ms each on moto, ~5 ms on "
-            f"DynamoDB): a {floor * ms:.0f} ms floor. Above it: the HTTP gateway both ways, the API's own "
-            f"work and the sync read that sees the end ({stages['outside_the_record_s'] * ms:.0f} ms outside "
-            "the record, the reads at 25 ms growing by a quarter), the SQS hop to the worker."
+            f"0.20x ({budget * ms:.0f} ms) is asked. The forked heatmap takes {fork * ms:.0f} ms of it; what "
+            f"makes the job durable takes the other {durable * ms:.0f} ms (the job written, sent and claimed "
+            f"{before * ms:.0f} ms; its input fetched, its PNG put and its end written {around * ms:.0f} ms; "
+            f"the HTTP hops, the API's checks and the sync read that sees the end {outside * ms:.0f} ms). To "
+            f"fit, those ten-odd steps (8 AWS calls, the queue hop, 2 HTTP hops) would have to take "
+            f"{max(0.0, budget - fork) * ms:.0f} ms in all, a few ms each: less than a moto call costs here."
         )
     if vs_api.met is False and vs_api.ratio is not None and vs_api.peer_value:
+        budget = 2.0 * vs_api.peer_value
         notes.append(
             f"(b) missed by {vs_api.ratio - 2.0:.2f}x. zyra's server runs the heatmap in its own process "
-            f"with no durable step: {vs_api.peer_value * ms:.0f} ms is the heatmap itself. The same "
-            f"heatmap forked from jobgate's warm zygote takes {fork * ms:.0f} ms fork to exit "
-            f"({fork / vs_api.peer_value:.1f}x zyra's whole answer) before any durable step; with the "
-            f"{durable_calls:g} calls of the durable path the floor here is {floor * ms:.0f} ms, "
-            f"{floor / vs_api.peer_value:.1f}x: 2.0x is out of reach for a job that is recorded, queued, "
-            "claimed and whose output lands in S3, whatever the code around it."
+            f"with no durable step: {vs_api.peer_value * ms:.0f} ms is the heatmap itself. The same heatmap "
+            f"forked from jobgate's warm zygote takes {fork * ms:.0f} ms fork to exit "
+            f"({fork / vs_api.peer_value:.1f}x zyra's whole answer), which leaves "
+            f"{max(0.0, budget - fork) * ms:.0f} ms of the 2.0x ({budget * ms:.0f} ms) for recording, "
+            f"queueing and claiming the job and putting its output in S3, which took {durable * ms:.0f} ms: "
+            "out of reach for a job that is recorded, queued, claimed and whose output lands in S3."
         )
     return notes
 
