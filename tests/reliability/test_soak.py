@@ -6,8 +6,9 @@ sandboxes are SIGKILLed in the middle of jobs. Every accepted job must end exact
 command calls for, and every output its record lists must be, byte for byte, the object in S3.
 
 Clients behave as the SDK does: a submission carries a run_id and is sent again on a 5xx or a transport
-error; reads and cancels are sent again too. `make test` runs a short soak (JOBGATE_SOAK_JOBS, 40 jobs);
-`make soak` runs 500.
+error; reads and cancels are sent again too. `make test` runs a short soak (JOBGATE_SOAK_JOBS, 30 jobs)
+under faults only: a killed worker's job waits minutes for its lease and the sweeper, and
+test_faults_stack.py already kills workers. `make soak` runs 500 jobs and kills one worker in 25 jobs.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from tests.reliability.conftest import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zyra, pytest.mark.timeout(3600)]
 
-JOBS = int(os.environ.get("JOBGATE_SOAK_JOBS", "40"))
+JOBS = int(os.environ.get("JOBGATE_SOAK_JOBS", "30"))
+KILLS = JOBS // 25 if JOBS >= 100 else 0
 CLIENTS = 20
 FAULT_RATE = 0.05
 # A held answer comes late (3 s) rather than never: a worker's 20 s read timeout waits it out, the API's
@@ -217,7 +219,7 @@ def test_soak_every_job_ends_once_as_it_should_and_every_output_is_what_s3_holds
 ) -> None:
     api = Api(soak_stack)
     asset_id = _upload_field(api, tmp_path)
-    killer = Killer(soak_stack, budget=max(1, JOBS // 25))
+    killer = Killer(soak_stack, budget=KILLS)
     killing = threading.Thread(target=killer.run, daemon=True)
     started = time.monotonic()
     killing.start()
@@ -273,7 +275,7 @@ def test_soak_every_job_ends_once_as_it_should_and_every_output_is_what_s3_holds
         }
     )
     assert sum(faults.get("injected", {}).values()) > 0, faults  # the soak did meet faults
-    assert killer.killed, "no worker was killed mid-job"
+    assert len(killer.killed) == KILLS, f"{len(killer.killed)} workers killed mid-job, not {KILLS}"
     assert not wrong, "\n".join(wrong[:30])
 
 
