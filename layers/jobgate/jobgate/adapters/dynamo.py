@@ -226,6 +226,12 @@ class EventCommit:
     items: list[dict[str, Any]]
 
 
+# A status change someone other than the job's worker makes (a cancel, the sweeper, a dead letter)
+# carries its status event in the same transaction: given the job as the change leaves it (its counter
+# and subscribers as read), the commit that numbers and stores the event.
+Announce = Callable[[Job], EventCommit]
+
+
 def _event_conditions(commit: EventCommit) -> tuple[str, dict[str, Any]]:
     seq = "event_seq = :seen_seq"
     if commit.seen_seq == 0:
@@ -756,7 +762,9 @@ class JobStore:
     def marshal(self, doc: dict[str, Any]) -> dict[str, Any]:
         return _marshal(doc)
 
-    def fail_unfinished(self, job: Job, *, error: JobError, now: datetime) -> Job:
+    def fail_unfinished(
+        self, job: Job, *, error: JobError, now: datetime, announce: Announce | None = None
+    ) -> Job:
         """End an unfinished job as failed, only if it is still exactly as `job` was read."""
         result = JobResult(
             status=JobStatus.FAILED,
@@ -765,19 +773,33 @@ class JobStore:
             stderr_tail=job.stderr,
             error=error,
         )
-        return self.end_unfinished(job, result, now=now)
+        return self.end_unfinished(job, result, now=now, announce=announce)
 
-    def end_unfinished(self, job: Job, result: JobResult, *, now: datetime) -> Job:
+    def end_unfinished(
+        self, job: Job, result: JobResult, *, now: datetime, announce: Announce | None = None
+    ) -> Job:
         """End a job nobody is running any more (lost message, dead worker, dead letter, cancel).
 
         Conditional on the exact state read: the same status and attempt, and for a running job the
         same lease, for a queued one the same enqueue record. A worker that claimed the job, or renewed
-        its lease, in between makes this an InvalidTransition, never a job ended under its feet.
+        its lease, in between makes this an InvalidTransition, never a job ended under its feet. With
+        `announce`, the status event is written in the same transaction; a write that misses only
+        because the event counter or the subscribers moved is numbered again and retried.
         """
-        if job.terminal:
-            raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
-        condition, values = _as_read(job)
-        return self._terminal(job, result, now, condition=condition, cond_values=values)
+        for _ in range(_CANCEL_ROUNDS):
+            if job.terminal:
+                raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+            condition, values = _as_read(job)
+            try:
+                return self._terminal(
+                    job, result, now, condition=condition, cond_values=values, announce=announce
+                )
+            except InvalidTransition as exc:
+                current = exc.current
+                if announce is None or current is None or _as_read(current) != (condition, values):
+                    raise
+                job = current  # the same state, another event or subscriber meanwhile
+        raise StoreError(f"Job '{job.job_id}': its events kept moving while it was being ended.")
 
     def _terminal_fields(self, job: Job, result: JobResult, now: datetime) -> dict[str, Any]:
         """The job's fields as a terminal write leaves them."""
@@ -815,18 +837,53 @@ class JobStore:
         }
 
     def _terminal(
-        self, job: Job, result: JobResult, now: datetime, *, condition: str, cond_values: dict[str, Any]
+        self,
+        job: Job,
+        result: JobResult,
+        now: datetime,
+        *,
+        condition: str,
+        cond_values: dict[str, Any],
+        announce: Announce | None = None,
     ) -> Job:
-        return self._update(
+        if announce is None:
+            return self._update(
+                job.job_id,
+                _TERMINAL_UPDATE,
+                condition,
+                _values(**self._terminal_values(job, result, now), **cond_values),
+                _TERMINAL_NAMES,
+                token=True,
+            )
+        fields = self._terminal_fields(job, result, now)
+        events = announce(job.model_copy(update=fields))
+        conditions, event_values = _event_conditions(events)
+        mine = self._transact(
             job.job_id,
-            _TERMINAL_UPDATE,
-            condition,
-            _values(**self._terminal_values(job, result, now), **cond_values),
+            _TERMINAL_UPDATE.replace(" REMOVE", ", event_seq = :last_seq REMOVE"),
+            condition + conditions,
+            {
+                **self._terminal_values(job, result, now),
+                **cond_values,
+                **event_values,
+                "last_seq": events.last_seq,
+            },
             _TERMINAL_NAMES,
-            token=True,
+            events.items,
+        )
+        # The write held only while the job was exactly as read: it is the job as read, changed as written.
+        return job.model_copy(
+            update={**fields, "event_seq": events.last_seq, "write_token": mine, "lease_until": None}
         )
 
-    def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:
+    def cancel(
+        self,
+        job: Job,
+        *,
+        now: datetime,
+        reason: str = "Cancelled before it started.",
+        announce: Announce | None = None,
+    ) -> Job:
         """End a blocked or queued job at once, or flag a running one for its worker to kill.
 
         The job may move between the read and the write (unblocked, claimed, re-queued for a retry):
@@ -853,7 +910,12 @@ class JobStore:
                     error=JobError(type="cancelled", message=reason),
                 )
                 return self._terminal(
-                    job, result, now, condition="#status = :from", cond_values={"from": job.status.value}
+                    job,
+                    result,
+                    now,
+                    condition="#status = :from",
+                    cond_values={"from": job.status.value},
+                    announce=announce,
                 )
             except InvalidTransition:
                 job = self.get(job.job_id)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jobgate.adapters.connections import MAX_PAYLOAD_BYTES, ConnectionGone, Connections, SendFailed
-from jobgate.adapters.dynamo import EventCommit, JobStore
+from jobgate.adapters.dynamo import Announce, EventCommit, JobStore
 from jobgate.adapters.events import EventStore, Lease
 from jobgate.errors import InvalidTransition, JobgateError, NotFound, StoreError
 from jobgate.models import Job, JobEvent, JobStatus, Subscription, utcnow
@@ -637,8 +637,52 @@ class AttemptLog:
 
 
 def announce(publisher: Publisher | None, job: Job) -> None:
-    """Publish a job's status change; a failure to publish never changes what happens to the job."""
+    """Publish a job's status change; a failure to publish never changes what happens to the job.
+
+    For a change on the job's way (queued again, a step unblocked); an end is `ended_announced`."""
     JobStream(job.job_id, publisher).status(job)
+
+
+class Announcement:
+    """A job's end made by someone other than its worker (a cancel, the sweeper, a dead letter): the
+    store writes its status event in the transaction that ends the job (`Announce`), so that nobody
+    reads an ended job whose log lacks its end; then the event goes to the job's subscribers."""
+
+    def __init__(self, publisher: Publisher, clock: Callable[[], datetime] = utcnow) -> None:
+        self._publisher = publisher
+        self._clock = clock
+        self._numbered: list[JobEvent] = []
+        self._watchers = 0
+
+    def __call__(self, ended: Job) -> EventCommit:
+        """The commit of `ended`'s status event, numbered after the counter as read (called per try)."""
+        event = status_event(ended).model_copy(update={"seq": ended.event_seq + 1})
+        self._numbered, self._watchers = [event], ended.watchers
+        return EventCommit(
+            seen_seq=ended.event_seq,
+            last_seq=ended.event_seq + 1,
+            watchers=ended.watchers,
+            items=self._publisher.events.pages([event], self._clock()),
+        )
+
+    def deliver(self) -> None:
+        if not self._numbered or self._watchers <= 0:
+            return
+        try:
+            self._publisher.deliver(self._numbered[0].job_id, fresh=self._numbered)
+        except JobgateError as exc:  # stored already: a subscriber catches up on its next delivery
+            logger.warning("could not send job events", job_id=self._numbered[0].job_id, error=exc.detail)
+
+
+def ended_announced(publisher: Publisher | None, end: Callable[[Announce | None], Job]) -> Job:
+    """End a job with `end` (a store write given what to announce); its status event is written with
+    the end when there is an event log, then sent to the subscribers."""
+    if publisher is None:
+        return end(None)
+    note = Announcement(publisher)
+    done = end(note)
+    note.deliver()
+    return done
 
 
 def status_event(job: Job) -> JobEvent:

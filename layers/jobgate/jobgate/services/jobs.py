@@ -47,7 +47,7 @@ from jobgate.models import (
 )
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
-from jobgate.services.events import Publisher, announce
+from jobgate.services.events import Publisher, ended_announced
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import STEP_SCHEME, Invocation, Registry, build_argv, declared_outputs
@@ -58,8 +58,9 @@ INLINE_LOG_LIMIT = 1024 * 1024
 INLINE_OUTPUT_LIMIT = 1024 * 1024
 # A page of the event long poll: 100 events of at most 32,000 bytes stay well under Lambda's 6 MB.
 EVENTS_PAGE = 100
-# An ended job whose final status event has not appeared this long after it ended never will (its
-# announcement failed): the long poll says `done` without it.
+# Every end is written with its status event; a job ended by an earlier version of jobgate may lack
+# it. An ended job whose final status event has not appeared this long after it ended never will: the
+# long poll says `done` without it.
 FINAL_EVENT_GRACE = timedelta(seconds=5)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -477,11 +478,10 @@ class JobService:
         """The job's events after `after_seq` (None: after the latest one now), waiting for some until
         `until` (time.monotonic()); answered as soon as there are any, or the job has ended.
 
-        `done` is true once the job has ended and its final status event has been answered. A worker
-        writes its job's end and its status event in one transaction, but the other writers of an end
-        (a cancel of a queued job, the sweeper, a dead letter) store the status event after it: an
-        ended job with no status event after the cursor yet is waited for (a lost announcement for at
-        most a few seconds).
+        `done` is true once the job has ended and its final status event has been answered. Every
+        writer of an end (its worker, a cancel, the sweeper, a dead letter) writes the status event in
+        the same transaction; an ended job with no status event (a record of an earlier version) is
+        answered `done` FINAL_EVENT_GRACE after its end.
         """
         assert self._events is not None
         first = self._store.get(job_id, tenant=tenant)
@@ -523,12 +523,12 @@ class JobService:
         return self._store.list_jobs(tenant, status=status, limit=limit, cursor=cursor)
 
     def cancel(self, tenant: str, job_id: str) -> Job:
-        job = self._store.get(job_id, tenant=tenant)
-        job = self._store.cancel(job, now=self._clock())
-        if job.terminal:  # a running job's worker announces its own end
-            announce(self._publisher, job)
-            if self._advancer is not None:
-                self._advancer.advance(job)
+        read = self._store.get(job_id, tenant=tenant)
+        job = ended_announced(
+            self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
+        )
+        if job.terminal and self._advancer is not None:  # a running job's worker announces its own end
+            self._advancer.advance(job)
         return job
 
     def logs(self, tenant: str, job_id: str, stream: str) -> LogContent:

@@ -24,7 +24,15 @@ from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobEvent, JobResult, J
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.egress import EgressPolicy
-from jobgate.services.events import STAGED, STARTED, AttemptLog, JobStream, Publisher, announce
+from jobgate.services.events import (
+    STAGED,
+    STARTED,
+    AttemptLog,
+    JobStream,
+    Publisher,
+    announce,
+    ended_announced,
+)
 from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
 from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key, staged_asset_path
 from jobgate.services.outputs import OutputCatalog
@@ -343,8 +351,9 @@ class WorkerService:
 
     def _end(self, job: Job, result: JobResult, now: datetime) -> Job:
         """End a job nobody runs, if it is still as read; announce it and move its pipeline on."""
-        done = self._store.end_unfinished(job, result, now=now)
-        announce(self._publisher, done)
+        done = ended_announced(
+            self._publisher, lambda note: self._store.end_unfinished(job, result, now=now, announce=note)
+        )
         self._move_on(done)
         return done
 
