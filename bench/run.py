@@ -234,7 +234,41 @@ def render(
         ]
     for name, log in failures.items():
         lines += [f"### {name}: failed", "", "```", log.strip()[-2000:], "```", ""]
+    lines += _soak_section(BENCH_DIR / "soak.json")
     return "\n".join(lines) + "\n"
+
+
+def _soak_section(path: Path) -> list[str]:
+    """The last `make soak` (bench/soak.json, written by tests/reliability/test_soak.py), as it ran."""
+    if not path.exists():
+        return ["## Reliability: the soak", "", "No `make soak` report yet (bench/soak.json).", ""]
+    soak = json.loads(path.read_text())
+    right = soak["jobs"] - soak["wrong"]
+    faults = ", ".join(f"{kind} {n}" for kind, n in sorted(soak["faults_injected"].items()))
+    lines = [
+        "## Reliability: the soak",
+        "",
+        f"`make soak` ({soak.get('when', '?')}, commit {soak.get('commit', '?')}; a run of its own):",
+        f"{soak['jobs']} jobs from {soak['clients']} concurrent clients against the local stack, every AWS",
+        f"call of the functions failing at rate {soak['fault_rate']} the ways AWS fails, and",
+        f"{soak['workers_killed']} workers killed mid-job (SIGKILL). Each job is then checked: its status,",
+        "the list it is under, exactly one terminal event in its log, its outputs and their sha256 read",
+        "back from S3.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| jobs right | {right} of {soak['jobs']} |",
+        f"| jobs by kind | {', '.join(f'{k} {n}' for k, n in soak.get('kinds', {}).items())} |",
+        f"| wall time | {soak['seconds']:.0f} s |",
+        f"| faults injected | {faults} |",
+        f"| workers killed mid-job | {soak['workers_killed']} |",
+        f"| jobs by attempts | {', '.join(f'{a}: {n}' for a, n in soak['attempts'].items())} |",
+        f"| outputs read back and sha256-checked | {soak['outputs_checked']} |",
+        f"| client retries (HTTP 5xx/429 answered to the client) | {sum(soak['client_retries'].values())} |",
+        "",
+    ]
+    lines += [f"- wrong: `{w[:300]}`" for w in soak.get("wrong_examples", [])]
+    return lines
 
 
 def _short(details: dict[str, Any]) -> dict[str, Any]:
