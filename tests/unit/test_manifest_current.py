@@ -32,8 +32,8 @@ def test_shipped_manifest_equals_the_live_registry() -> None:
 def test_export_writes_the_shipped_bytes_and_drops_stale_manifests(tmp_path: Path) -> None:
     (tmp_path / "gone.json").write_text("{}\n")
     written = manifest.export(tmp_path)
-    assert [p.name for p in written] == ["synth.json", "zyra.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth.json", "zyra.json"]
+    assert [p.name for p in written] == ["merge.json", "synth.json", "zyra.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.json", "synth.json", "zyra.json"]
     assert (tmp_path / "zyra.json").read_bytes() == SHIPPED.read_bytes()
     assert (tmp_path / "synth.json").read_bytes() == (manifest.MANIFEST_DIR / "synth.json").read_bytes()
     assert SHIPPED.read_text().endswith("}\n")

@@ -147,4 +147,4 @@ def test_jobgate_commands_lists_synth_from_the_entry_point() -> None:
         "print(sorted(ep.name for ep in entry_points(group='jobgate.command_sets')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "['synth', 'zyra']"
+    assert out.stdout.strip() == "['merge', 'synth', 'zyra']"

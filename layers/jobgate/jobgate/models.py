@@ -37,7 +37,9 @@ def job_id_of_server_run(run_id: str) -> str | None:
 
 
 class JobStatus(StrEnum):
-    BLOCKED = "blocked"  # a pipeline step waiting for the steps it reads from
+    # A pipeline step waiting for the steps it reads from, or a map's chunk waiting for a free slot
+    # (max_parallel) or the map's resume: no message is queued for it until it is released.
+    BLOCKED = "blocked"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -164,6 +166,10 @@ class Job(BaseModel):
     pipeline_id: str | None = None
     step: str | None = None
     upstream: dict[str, str] = Field(default_factory=dict)  # "<dest>[i]" -> "<job_id>/<path>"
+    map_id: str | None = None  # a map's chunk (or its retry): `chunk` is its index among the items
+    chunk: int | None = None
+    merge_of: str | None = None  # a map's merge: the worker stages every succeeded chunk's outputs
+    merge_chunks: int | None = None  # how many chunks that map has
     max_attempts: int | None = None
     retry_on_exit: bool = False
     retry_of: str | None = None

@@ -21,6 +21,7 @@ from jobgate.services.events import Publisher, SubscriptionService
 from jobgate.services.jobs import JobLimits, JobService
 from jobgate.services.keys import Authenticator, KeyService
 from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
+from jobgate.services.maps import MapService
 from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.registry import Registry
 from jobgate.settings import Settings
@@ -90,6 +91,19 @@ class ApiServices:
             timeout_for=self.jobs.timeout_for,
             admission=self.admission,
             ttl=timedelta(days=self.settings.job_ttl_days),
+        )
+
+    @cached_property
+    def maps(self) -> MapService:
+        return MapService(
+            self.store,
+            self.registry,
+            self.advancer.maps,
+            check_inputs=self.jobs.check_inputs,
+            timeout_for=self.jobs.timeout_for,
+            admission=self.admission,
+            blobs=self.blobs,
+            ttl_s=self.settings.job_ttl_days * 86400,
         )
 
     @cached_property

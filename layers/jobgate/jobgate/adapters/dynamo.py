@@ -722,6 +722,72 @@ class JobStore:
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB unreachable: {exc}") from exc
 
+    def put_new_jobs(self, jobs: list[Job]) -> None:
+        """Write many new jobs (a map's chunks), 25 to a BatchWriteItem, each checked like a new job.
+
+        Not one transaction: the caller writes its own record after them, and the sweeper ends the
+        blocked jobs of a record that never came. A put sent again writes the same item (the ids are new).
+        """
+        items = [_new_job_item(_with_queued_at(j), self._ttl) for j in jobs]
+        for start in range(0, len(items), 25):
+            pending: dict[str, Any] = {
+                self._table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
+            }
+            while pending:
+                got = _guard(lambda: self._db.batch_write_item(RequestItems=pending))  # noqa: B023
+                pending = dict(got.get("UnprocessedItems") or {})
+
+    def update_record(
+        self,
+        pk: str,
+        sk: str,
+        update: str,
+        condition: str,
+        values: Mapping[str, Any],
+        names: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One conditional update of a record that is not a job (a map); InvalidTransition when its
+        condition does not hold."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": _values(**values),
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if names:
+            request["ExpressionAttributeNames"] = dict(names)
+        try:
+            got = self._db.update_item(**request)
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise InvalidTransition(f"Record '{pk}' is not in a state that allows this.") from exc
+            raise StoreError(f"DynamoDB update failed: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return _unmarshal(got["Attributes"])
+
+    def active_records(self, kind: str, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every record (not job) in the sweeper's sparse index under `ACTIVE#<kind>`, all pages read,
+        whole and strongly consistent."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi3",
+            "KeyConditionExpression": "gsi3pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"ACTIVE#{kind}"}},
+            "Limit": page_size,
+        }
+        records: list[dict[str, Any]] = []
+        while True:
+            got = _guard(lambda: self._db.query(**query))
+            records.extend(_unmarshal(i) for i in self._items_of(got.get("Items", []), consistent=True))
+            last = got.get("LastEvaluatedKey")
+            if not last:
+                return records
+            query["ExclusiveStartKey"] = last
+
     def get_many(self, job_ids: list[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
         for start in range(0, len(job_ids), 100):

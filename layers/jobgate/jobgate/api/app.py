@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from jobgate import __version__
 from jobgate.api import docs, openapi, problems
 from jobgate.api.middleware import BodySizeLimit, RequestDeadline
-from jobgate.api.routers import assets, commands, health, jobs, pipelines, runs, uploads
+from jobgate.api.routers import assets, commands, health, jobs, maps, pipelines, runs, uploads
 from jobgate.wiring import ApiServices
 
 
@@ -29,6 +29,7 @@ def create_app(services: ApiServices) -> FastAPI:
         jobs.router,
         runs.router,
         pipelines.router,
+        maps.router,
         uploads.router,
         assets.router,
     ):

@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader
 from jobgate.api.middleware import TIMES_KEY, RequestTimes, request_times
 from jobgate.services.assets import AssetService
 from jobgate.services.jobs import JobService
+from jobgate.services.maps import MapService
 from jobgate.services.pipelines import PipelineService
 from jobgate.services.registry import Registry
 from jobgate.wiring import ApiServices
@@ -39,6 +40,10 @@ def get_asset_service(services: ServicesDep) -> AssetService:
 
 def get_pipeline_service(services: ServicesDep) -> PipelineService:
     return services.pipelines
+
+
+def get_map_service(services: ServicesDep) -> MapService:
+    return services.maps
 
 
 def get_request_times(request: Request) -> RequestTimes:
@@ -72,5 +77,6 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 JobsDep = Annotated[JobService, Depends(get_job_service)]
 AssetsDep = Annotated[AssetService, Depends(get_asset_service)]
 PipelinesDep = Annotated[PipelineService, Depends(get_pipeline_service)]
+MapsDep = Annotated[MapService, Depends(get_map_service)]
 TenantDep = Annotated[str, Depends(authenticate)]
 TimesDep = Annotated[RequestTimes, Depends(get_request_times)]

@@ -19,6 +19,7 @@ from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce, ended_announced
 from jobgate.services.limits import JobAdmission
+from jobgate.services.maps import MapAdvancer
 from jobgate.services.registry import ASSET_SCHEME, STEP_SCHEME, CommandContract, Invocation, Registry
 
 MAX_STEPS = 50
@@ -97,13 +98,18 @@ class Advancer:
         queue: JobQueue,
         publisher: Publisher | None = None,
         clock: Callable[[], datetime] = utcnow,
+        maps: MapAdvancer | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._publisher = publisher
         self._clock = clock
+        self.maps = maps or MapAdvancer(store, queue, publisher, clock)
 
     def advance(self, job: Job) -> None:
+        if job.map_id is not None or job.merge_of is not None:
+            self.maps.advance(job)  # a map's chunk or merge ended: release the next, merge, close
+            return
         if job.pipeline_id is None or not job.terminal:
             return
         record = self._store.get_record(f"PIPE#{job.pipeline_id}", "PIPE")

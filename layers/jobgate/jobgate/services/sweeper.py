@@ -19,6 +19,7 @@ from jobgate.models import Job, JobError, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, ended_announced
+from jobgate.services.maps import ACTIVE_MAPS, MapRecord
 from jobgate.services.pipelines import Advancer
 
 # SQS keeps a message this long (JobsQueue's MessageRetentionPeriod in template.yaml), then drops
@@ -70,6 +71,7 @@ class Sweeper:
 
     def sweep(self) -> SweepReport:
         report = SweepReport()
+        self._maps_found: dict[str, bool] = {}
         now = self._clock()
         cfg = self._config
         passes: list[tuple[str, Callable[[], list[Job]], Callable[[Job], None]]] = [
@@ -111,6 +113,7 @@ class Sweeper:
                 logger.error("could not read jobs to sweep", sweep=name, error=exc.detail)
                 continue
             self._each(name, jobs, sweep_one)
+        self._sweep_maps()
         if report.requeued or report.failed or report.rescued:
             logger.warning("swept unfinished jobs", **report.__dict__)
         return report
@@ -162,9 +165,34 @@ class Sweeper:
         self._queue.send(job.job_id, job.tenant)
         report.rescued.append(job.job_id)
 
-    def _move_on(self, job: Job) -> None:
-        """A blocked step whose upstream ended but was never moved on (its worker died right then)."""
+    def _sweep_maps(self) -> None:
+        """Every open map: chunks released but not queued, free slots, its merge and its end, a cancel
+        left unfinished. One map's trouble is logged and the sweep goes on with the next."""
         if self._advancer is None:
+            return
+        try:
+            records = self._store.active_records(ACTIVE_MAPS, page_size=self._config.page_size)
+        except JobgateError as exc:
+            logger.error("could not read maps to sweep", error=exc.detail)
+            return
+        for record in records:
+            try:
+                self._advancer.maps.sweep(MapRecord.model_validate(record))
+            except Exception as exc:  # noqa: BLE001 - isolation is the point: log every kind, go on
+                detail = exc.detail if isinstance(exc, JobgateError) else repr(exc)
+                logger.error("could not sweep map", map_id=record.get("map_id"), error=detail)
+
+    def _move_on(self, job: Job) -> None:
+        """A blocked step whose upstream ended but was never moved on (its worker died right then), or
+        a map's chunk whose map was never written."""
+        if self._advancer is None:
+            return
+        if job.map_id is not None:
+            # The map's own pass releases the chunks of written maps; a map is looked up once a sweep.
+            if job.map_id not in self._maps_found:
+                self._maps_found[job.map_id] = self._advancer.maps.exists(job.map_id)
+            if not self._maps_found[job.map_id]:
+                self._advancer.maps.cancel_orphan(job)
             return
         upstream = {ref.split("/", 1)[0] for ref in job.upstream.values()}
         for ended in self._store.get_many(sorted(upstream)).values():

@@ -35,6 +35,7 @@ from jobgate.services.events import (
 )
 from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
 from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key, staged_asset_path
+from jobgate.services.maps import CHUNKS_DIR, MapStore, chunk_output_name
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
@@ -509,8 +510,39 @@ class WorkerService:
         for name, ref in job.upstream.items():
             _in_time(stage_by, lease, "Staging the inputs")
             paths[name] = self._stage_upstream(job, name, ref, upstream, workdir, staged)
+        if job.merge_of is not None:
+            self._stage_chunks(job, workdir, staged, lambda: _in_time(stage_by, lease, "Staging the chunks"))
         _in_time(stage_by, lease, "Staging the inputs")
         return paths, staged
+
+    def _stage_chunks(self, job: Job, workdir: Path, staged: set[Path], in_time: Callable[[], None]) -> None:
+        """A map's merge reads every succeeded chunk's outputs, in one folder, named in chunk order."""
+        assert job.merge_of is not None
+        maps = MapStore(self._store)
+        record = maps.find(job.merge_of)
+        if record is None:
+            raise InputError(f"The map this merge reads ({job.merge_of}) no longer exists.")
+        folder = workdir / CHUNKS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        for start in range(0, record.count, 100):
+            chunks = maps.chunks(record, start, start + 100)
+            for n in sorted(chunks):
+                chunk = chunks[n]
+                if chunk.status != JobStatus.SUCCEEDED:
+                    continue
+                try:
+                    written = self._catalog.every(chunk)
+                except Gone as exc:
+                    raise InputError(f"The outputs of chunk {n} are gone.") from exc
+                for output in written:
+                    in_time()
+                    target = folder / chunk_output_name(n, output.name)
+                    key = output_key(job.tenant, chunk.job_id, chunk.attempts, output.name)
+                    try:
+                        self._blobs.download_file(key, target)
+                    except NotFound as exc:
+                        raise InputError(f"Output '{output.name}' of chunk {n} is gone.") from exc
+                    staged.add(target)
 
     def _stage_upstream(
         self, job: Job, name: str, ref: str, jobs: Mapping[str, Job], workdir: Path, staged: set[Path]
@@ -676,13 +708,13 @@ class WorkerService:
         return attempt < (job.max_attempts or 1)
 
     def _move_on(self, job: Job) -> None:
-        if self._advancer is None or job.pipeline_id is None:
+        if self._advancer is None or not (job.pipeline_id or job.map_id or job.merge_of):
             return
         try:
             self._advancer.advance(job)
         except JobgateError as exc:
-            # The sweeper moves a pipeline on later if this fails now.
-            logger.warning("could not move the pipeline on", job_id=job.job_id, error=exc.detail)
+            # The sweeper moves a pipeline or a map on later if this fails now.
+            logger.warning("could not move the pipeline or map on", job_id=job.job_id, error=exc.detail)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""Maps: one command over many items as chunk jobs, released max_parallel at a time, paused and resumed,
+a chunk retried, merged into one file; the API and the worker as their roles on the strict local AWS."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobgate.adapters.dynamo import JobStore
+
+from tests.integration.conftest import Client
+
+SCHEMA = {
+    "fields": [
+        {"name": "id", "type": "int", "unique": True, "min": 1, "max": 10_000_000},
+        {"name": "who", "type": "name"},
+        {"name": "mail", "type": "email", "unique": True},
+        {"name": "tier", "type": "choice", "values": ["gold", "silver"]},
+    ]
+}
+
+
+@pytest.fixture
+def schema(make_asset: Callable[..., str], tmp_path: Path) -> Callable[[dict[str, Any]], str]:
+    def upload(document: dict[str, Any]) -> str:
+        path = tmp_path / f"schema-{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps(document))
+        return f"asset://{make_asset(path, 'application/json')}"
+
+    return upload
+
+
+def synth_map(schema_ref: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "stage": "synth",
+        "command": "generate",
+        "args": {"schema": schema_ref, "rows": 1250, "seed": 11, "output": "part.csv"},
+        "over": "chunk",
+        "items": {"range": [0, 8]},
+        **extra,
+    }
+
+
+def drain(client: Client, rounds: int = 40) -> int:
+    """Run the worker until the queue is empty: each chunk's end releases the next."""
+    ran = 0
+    for _ in range(rounds):
+        done = client.run_worker()
+        if done == 0:
+            return ran
+        ran += done
+    return ran
+
+
+def counts(client: Client, map_id: str) -> dict[str, Any]:
+    view = client.call("GET", f"/v1/maps/{map_id}")
+    assert view.status == 200, view.body
+    return view.json()  # type: ignore[no-any-return]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - a presigned URL of the local S3
+        return answer.read()  # type: ignore[no-any-return]
+
+
+def test_a_synth_map_of_8_chunks_merges_into_10000_rows_with_one_header_and_unique_ids(
+    client: Client, schema: Callable[[dict[str, Any]], str], store: JobStore
+) -> None:
+    created = client.call(
+        "POST", "/v1/maps", body=synth_map(schema(SCHEMA), max_parallel=3, merge={"concat": "csv"})
+    )
+    assert created.status == 201, created.body
+    view = created.json()
+    map_id = view["map_id"]
+    assert created.headers["location"] == f"/v1/maps/{map_id}"
+    # Only max_parallel chunks are queued; the others wait, with no message in the queue.
+    assert view["counts"]["queued"] == 3 and view["counts"]["waiting"] == 5, view["counts"]
+    assert view["status"] == "queued"
+
+    assert drain(client) == 9  # 8 chunks, then the merge
+    view = counts(client, map_id)
+    assert view["status"] == "succeeded", view
+    assert view["counts"]["succeeded"] == 8
+    assert view["merge"]["status"] == "succeeded"
+
+    merged = client.call("GET", f"/v1/maps/{map_id}/download")
+    assert merged.status == 307, merged.body
+    text = fetch(merged.headers["location"]).decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["id", "who", "mail", "tier"]
+    assert len(rows) == 10_001
+    assert sum(r == rows[0] for r in rows) == 1  # one header
+    assert len({r[0] for r in rows[1:]}) == 10_000 and len({r[2] for r in rows[1:]}) == 10_000
+
+    # Chunks are paged, each with its job; a chunk previews its output inline.
+    listed = client.call("GET", f"/v1/maps/{map_id}/chunks", query={"limit": "5"})
+    assert listed.status == 200, listed.body
+    page = listed.json()
+    assert [c["chunk"] for c in page["items"]] == [0, 1, 2, 3, 4] and page["next_cursor"] == "5"
+    rest = client.call("GET", f"/v1/maps/{map_id}/chunks", query={"limit": "5", "cursor": "5"}).json()
+    assert [c["chunk"] for c in rest["items"]] == [5, 6, 7] and rest["next_cursor"] is None
+    assert all(c["job"]["args"]["chunk"] == c["chunk"] for c in page["items"] + rest["items"])
+    one = client.call("GET", f"/v1/maps/{map_id}/chunks/3", query={"preview": "1"}).json()
+    assert one["job"]["status"] == "succeeded"
+    preview = one["preview"]["text"].splitlines()
+    assert preview[0] == "id,who,mail,tier" and len(preview) == 20 and one["preview"]["truncated"]
+    # Every chunk and the merge ended: the map left the sweeper's index of open maps.
+    assert store.active_records("map") == []
+    # A finished map cannot be paused.
+    paused = client.call("POST", f"/v1/maps/{map_id}/pause")
+    assert paused.status == 409, paused.body
+
+
+def test_pause_holds_the_waiting_chunks_resume_releases_them_and_a_chunk_retries(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    body = synth_map(schema(SCHEMA), max_parallel=1, items={"range": [0, 4]})
+    body["args"]["rows"] = 10
+    map_id = client.call("POST", "/v1/maps", body=body).json()["map_id"]
+    paused = client.call("POST", f"/v1/maps/{map_id}/pause")
+    assert paused.status == 200 and paused.json()["status"] == "paused", paused.body
+
+    assert drain(client) == 1  # the chunk already released runs; nothing new starts
+    view = counts(client, map_id)
+    assert view["status"] == "paused"
+    assert view["counts"] | {} == {**view["counts"], "succeeded": 1, "waiting": 3, "queued": 0}
+
+    resumed = client.call("POST", f"/v1/maps/{map_id}/resume").json()
+    assert resumed["status"] == "running" and resumed["counts"]["queued"] == 1
+    assert drain(client) == 3
+    assert counts(client, map_id)["status"] == "succeeded"
+
+    first = client.call("GET", f"/v1/maps/{map_id}/chunks/2").json()["job"]
+    retried = client.call("POST", f"/v1/maps/{map_id}/chunks/2/retry")
+    assert retried.status == 201, retried.body
+    retry = retried.json()["job"]
+    assert retry["job_id"] != first["job_id"] and retry["status"] == "queued"
+    assert drain(client) == 1
+    again = client.call("GET", f"/v1/maps/{map_id}/chunks/2").json()["job"]
+    assert again["job_id"] == retry["job_id"] and again["status"] == "succeeded"
+    assert again["args"] == first["args"]
+
+    # No merge was asked: merging now needs a concat; the merge is a job of its own.
+    assert client.call("POST", f"/v1/maps/{map_id}/merge", body={}).status == 409
+    merging = client.call("POST", f"/v1/maps/{map_id}/merge", body={"concat": "csv"})
+    assert merging.status == 202, merging.body
+    assert merging.json()["merge"]["status"] == "queued"
+    assert drain(client) == 1
+    rows = fetch(client.call("GET", f"/v1/maps/{map_id}/download").headers["location"]).decode().splitlines()
+    assert len(rows) == 41 and rows[0] == "id,who,mail,tier"
+
+
+def test_a_map_is_checked_whole_before_anything_is_written(
+    client: Client, schema: Callable[[dict[str, Any]], str], store: JobStore
+) -> None:
+    ref = schema(SCHEMA)
+    unknown = client.call("POST", "/v1/maps", body=synth_map(ref, over="colour"))
+    assert unknown.status == 422, unknown.body
+    assert unknown.json()["errors"][0]["loc"] == ["body", "over"]
+
+    bad_item = synth_map(ref, over="rows", items=[10, 20, 0, 30])
+    bad_item["args"].pop("rows")
+    refused = client.call("POST", "/v1/maps", body=bad_item)
+    assert refused.status == 422, refused.body
+    assert refused.json()["errors"][0]["loc"][:3] == ["body", "items", 2]
+    assert "Item 2" in refused.json()["detail"]
+
+    too_many = client.call("POST", "/v1/maps", body=synth_map(ref, items={"range": [0, 10_001]}))
+    assert too_many.status == 422, too_many.body
+    assert store.active_records("map") == []
+    assert client.call("GET", "/v1/jobs").json()["items"] == []
+
+
+def test_a_map_with_a_failed_chunk_merges_only_when_forced(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    # A unique domain of 100 values: chunks 0 and 1 (50 rows each) fit, chunk 2 cannot and exits 2.
+    small = {"fields": [{"name": "n", "type": "int", "unique": True, "min": 0, "max": 99}]}
+    body = synth_map(schema(small), items={"range": [0, 3]}, merge={"concat": "csv"})
+    body["args"]["rows"] = 50
+    map_id = client.call("POST", "/v1/maps", body=body).json()["map_id"]
+    assert drain(client) == 3  # no merge starts: a chunk failed
+    view = counts(client, map_id)
+    assert view["status"] == "failed" and view["counts"]["failed"] == 1 and view["merge"] is None
+
+    refused = client.call("POST", f"/v1/maps/{map_id}/merge", body={})
+    assert refused.status == 409, refused.body
+    assert refused.json()["chunks"] == [2] and "Chunk(s) 2 " in refused.json()["detail"]
+    assert client.call("GET", f"/v1/maps/{map_id}/download").status == 409
+
+    forced = client.call("POST", f"/v1/maps/{map_id}/merge", body={"force": True})
+    assert forced.status == 202, forced.body
+    assert drain(client) == 1
+    rows = fetch(client.call("GET", f"/v1/maps/{map_id}/download").headers["location"]).decode().splitlines()
+    assert rows[0] == "n" and len(rows) == 101 and len(set(rows[1:])) == 100
+
+
+def test_cancelling_a_map_ends_every_waiting_and_queued_chunk(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    map_id = client.call("POST", "/v1/maps", body=synth_map(schema(SCHEMA), max_parallel=2)).json()["map_id"]
+    cancelled = client.call("DELETE", f"/v1/maps/{map_id}")
+    assert cancelled.status == 200, cancelled.body
+    view = cancelled.json()
+    assert view["status"] == "cancelled" and view["counts"]["cancelled"] == 8, view["counts"]
+    assert drain(client) == 2  # the two queued messages find their jobs cancelled and run nothing
+    assert counts(client, map_id)["counts"]["cancelled"] == 8
+    assert client.call("POST", f"/v1/maps/{map_id}/pause").status == 409
