@@ -8,13 +8,20 @@ import io
 import json
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jobgate.adapters.dynamo import JobStore
+from jobgate.errors import StoreError
+from jobgate.models import Job, JobStatus, utcnow
+from jobgate.services.maps import MapAdvancer, chunk_job_id
+from ulid import ULID
 
 from tests.integration.conftest import Client
+from tests.support.aws import Resources
+from tests.support.lambdas import FakeContext, load_handler
 
 SCHEMA = {
     "fields": [
@@ -212,3 +219,56 @@ def test_cancelling_a_map_ends_every_waiting_and_queued_chunk(
     assert drain(client) == 2  # the two queued messages find their jobs cancelled and run nothing
     assert counts(client, map_id)["counts"]["cancelled"] == 8
     assert client.call("POST", f"/v1/maps/{map_id}/pause").status == 409
+
+
+def test_a_release_lost_with_its_worker_is_made_up_by_the_sweeper(
+    client: Client, schema: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = synth_map(schema(SCHEMA), max_parallel=1, items={"range": [0, 3]})
+    body["args"]["rows"] = 10
+    map_id = client.call("POST", "/v1/maps", body=body).json()["map_id"]
+
+    def lost(*_: object) -> None:
+        raise StoreError("DynamoDB unreachable: the worker died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MapAdvancer, "release", lost)
+        assert drain(client) == 1  # chunk 0 ends; releasing chunk 1 fails
+    view = counts(client, map_id)
+    assert view["counts"]["succeeded"] == 1 and view["counts"]["waiting"] == 2, view["counts"]
+
+    sweeper = load_handler("sweeper")  # as its role: the map pass's calls are allowed to it
+    sweeper.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, FakeContext())
+    assert counts(client, map_id)["counts"]["queued"] == 1
+    assert drain(client) == 2
+    assert counts(client, map_id)["status"] == "succeeded"
+
+
+def test_chunks_whose_map_was_never_written_are_cancelled_by_the_sweeper(
+    store: JobStore, stack_env: Resources
+) -> None:
+    # The API died between writing a map's chunks and its record: the chunks can never be released.
+    created = utcnow() - timedelta(minutes=11)
+    map_id = str(ULID.from_timestamp(created.timestamp()))
+    chunks = [
+        Job(
+            job_id=chunk_job_id(map_id, n),
+            tenant="default",
+            stage="synth",
+            command="generate",
+            args={"chunk": n},
+            status=JobStatus.BLOCKED,
+            timeout_s=60,
+            request_hash="h",
+            created_at=created,
+            map_id=map_id,
+            chunk=n,
+        )
+        for n in range(3)
+    ]
+    store.put_new_jobs(chunks)
+    sweeper = load_handler("sweeper")
+    sweeper.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, FakeContext())
+    ended = store.get_many([c.job_id for c in chunks])
+    assert {j.status for j in ended.values()} == {JobStatus.CANCELLED}
+    assert all(j.error is not None and "never accepted" in j.error.message for j in ended.values())
