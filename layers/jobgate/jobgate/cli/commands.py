@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobgate import __version__
-from jobgate.cli import output, runner
+from jobgate.cli import maps, output, runner
 from jobgate.cli.zyra_args import HelpShown, UsageError
 from jobgate.client import Client
 from jobgate.client._core import safe_join
@@ -37,6 +37,8 @@ examples:
   jobgate status --run-id RUN     jobgate cat JOB_ID map.png > map.png     jobgate events JOB_ID
   jobgate submit --dry-run visualize heatmap ...          jobgate retry JOB_ID
   jobgate pipeline submit pipeline.yaml --wait            jobgate pipeline status PIPELINE_ID
+  jobgate map --over chunk --range 0 8 --merge-concat csv synth generate --schema s.json --rows 1250 ...
+  jobgate maps status|wait|pause|resume|cancel|download MAP_ID     jobgate maps retry MAP_ID CHUNK
   jobgate list --status failed    jobgate commands visualize heatmap
   jobgate smoke --url https://... --api-key ...
 """
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _job_parsers(add)
     _pipeline_parsers(add, common)
+    maps.add_parsers(add, common)
     _file_parsers(add)
 
     commands = add("commands", _commands, "list stages and commands, or show one command's arguments")

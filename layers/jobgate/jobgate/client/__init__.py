@@ -38,6 +38,7 @@ from jobgate.client.errors import (
 )
 from jobgate.client.models import (
     Asset,
+    Chunk,
     CommandContract,
     CommandList,
     CommandSummary,
@@ -46,6 +47,7 @@ from jobgate.client.models import (
     Job,
     JobEvent,
     JobPage,
+    Map,
     Output,
     Param,
     Pipeline,
@@ -56,6 +58,7 @@ from jobgate.client.sync import Client
 
 __all__ = [
     "Asset",
+    "Chunk",
     "AsyncClient",
     "BadRequest",
     "Client",
@@ -73,6 +76,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobPage",
+    "Map",
     "JobgateAPIError",
     "JobgateClientError",
     "NotFound",

@@ -302,3 +302,49 @@ class Pipeline(_Answer):
 class PipelinePage(_Answer):
     items: list[Pipeline]
     next_cursor: str | None = None
+
+
+class MapCounts(_Answer):
+    waiting: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+
+
+class MapMerge(_Answer):
+    job_id: str
+    status: str
+    stage: str = ""
+    command: str = ""
+
+
+class Map(_Answer):
+    """One command over many items: chunk counts per state, and the merge (a job of its own)."""
+
+    map_id: str
+    run_id: str | None = None
+    status: str
+    stage: str = ""
+    command: str = ""
+    over: str = ""
+    count: int = 0
+    max_parallel: int = 0
+    paused: bool = False
+    progress: float = 0.0
+    counts: MapCounts = Field(default_factory=MapCounts)
+    merge: MapMerge | None = None
+    created_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Every chunk has ended, and the merge too when there is one."""
+        merged = self.merge is None or self.merge.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_STATUSES and merged
+
+
+class Chunk(_Answer):
+    chunk: int
+    job: Job

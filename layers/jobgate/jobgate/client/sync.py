@@ -34,6 +34,7 @@ from jobgate.client.errors import (
 from jobgate.client.models import (
     Asset,
     AssetPage,
+    Chunk,
     CommandContract,
     CommandList,
     DryRun,
@@ -41,6 +42,7 @@ from jobgate.client.models import (
     Job,
     JobEvent,
     JobPage,
+    Map,
     Output,
     Pipeline,
     PipelinePage,
@@ -398,6 +400,97 @@ class Client:
             if deadline.passed:
                 raise WaitTimeout(f"pipeline {pipeline_id} had not ended after {timeout} s; it goes on")
             self._sleep(schedule.next())
+
+    # -- maps -------------------------------------------------------------------------------
+
+    def submit_map(
+        self,
+        stage: str,
+        command: str,
+        args: Mapping[str, Any],
+        *,
+        over: str,
+        items: builtins.list[Any] | None = None,
+        range_: tuple[int, int] | None = None,
+        max_parallel: int | None = None,
+        merge: Mapping[str, Any] | None = None,
+        concat: str | None = None,
+        run_id: str | None = None,
+    ) -> Map:
+        """Run `command` once per item (`args[over] = item`), or per integer of `range_` ([start, stop))."""
+        if (items is None) == (range_ is None):
+            raise ValueError("give exactly one of items and range_")
+        body: dict[str, Any] = {
+            "stage": stage,
+            "command": command,
+            "args": dict(args),
+            "over": over,
+            "items": list(items) if items is not None else {"range": list(range_ or ())},
+        }
+        if max_parallel is not None:
+            body["max_parallel"] = max_parallel
+        if merge is not None or concat is not None:
+            body["merge"] = dict(merge) if merge is not None else {"concat": concat}
+        if run_id is not None:
+            body["run_id"] = run_id
+        response = self.request("POST", "/v1/maps", json=body, idempotent=run_id is not None)
+        return Map.model_validate(response.json())
+
+    def get_map(self, map_id: str) -> Map:
+        return Map.model_validate(self.request("GET", f"/v1/maps/{map_id}").json())
+
+    def map_chunks(self, map_id: str, *, status: str | None = None) -> Iterator[Chunk]:
+        """Every chunk of the map (or those in `status`), in chunk order, page by page."""
+        cursor: str | None = None
+        while True:
+            params = {"limit": 100, "cursor": cursor, "status": status}
+            page = self.request("GET", f"/v1/maps/{map_id}/chunks", params=params).json()
+            for item in page["items"]:
+                yield Chunk.model_validate(item)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def pause_map(self, map_id: str) -> Map:
+        return Map.model_validate(self.request("POST", f"/v1/maps/{map_id}/pause").json())
+
+    def resume_map(self, map_id: str) -> Map:
+        return Map.model_validate(self.request("POST", f"/v1/maps/{map_id}/resume").json())
+
+    def cancel_map(self, map_id: str) -> Map:
+        return Map.model_validate(self.request("DELETE", f"/v1/maps/{map_id}").json())
+
+    def retry_chunk(self, map_id: str, chunk: int) -> Job:
+        answer = self.request("POST", f"/v1/maps/{map_id}/chunks/{chunk}/retry").json()
+        return Job.model_validate(answer["job"])
+
+    def merge_map(self, map_id: str, *, force: bool = False, concat: str | None = None) -> Map:
+        body: dict[str, Any] = {"force": force}
+        if concat is not None:
+            body["concat"] = concat
+        return Map.model_validate(self.request("POST", f"/v1/maps/{map_id}/merge", json=body).json())
+
+    def wait_map(self, map_id: str, *, timeout: float | None = None, poll_interval: float = 2.0) -> Map:
+        """The map once every chunk and its merge have ended."""
+        deadline = _core.Deadline(timeout)
+        schedule = _core.PollSchedule(poll_interval)
+        while True:
+            found = self.get_map(map_id)
+            if found.terminal:
+                return found
+            if deadline.passed:
+                raise WaitTimeout(f"map {map_id} had not ended after {timeout} s; it goes on")
+            self._sleep(schedule.next())
+
+    def download_map(
+        self, map_id: str, dest: str | Path = ".", *, progress: ProgressCallback | None = None
+    ) -> Path:
+        """The merged file, streamed to `dest`: a folder, or the file to write."""
+        response = self.request("GET", f"/v1/maps/{map_id}/download")
+        location = response.headers.get("location")
+        if location is None:
+            raise JobgateClientError(f"expected a redirect to the file, got {response.status_code}")
+        return self._download_url(location, dest, name=None, progress=progress)
 
     # -- files ------------------------------------------------------------------------------
 
