@@ -39,6 +39,10 @@ def handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str
             connection_id, f"Send {{'action': 'subscribe', 'job_id': ...}}: {exc.errors()[0]['msg']}"
         )
         return {"statusCode": 200}
+    if message.map_id is not None:
+        if message.action == "subscribe":
+            _subscriptions.subscribe_map(connection_id, message.map_id)
+        return {"statusCode": 200}
     if message.pipeline_id is not None:
         if message.action == "subscribe":
             _subscriptions.subscribe_pipeline(connection_id, message.pipeline_id)

@@ -19,7 +19,8 @@ from jobgate.models import Job, JobStatus, utcnow
 from jobgate.services.maps import MapAdvancer, chunk_job_id
 from ulid import ULID
 
-from tests.integration.conftest import Client
+from tests.integration.conftest import API_KEY, Client
+from tests.integration.test_job_events import FakeConnections
 from tests.support.aws import Resources
 from tests.support.lambdas import FakeContext, load_handler
 
@@ -272,3 +273,29 @@ def test_chunks_whose_map_was_never_written_are_cancelled_by_the_sweeper(
     ended = store.get_many([c.job_id for c in chunks])
     assert {j.status for j in ended.values()} == {JobStatus.CANCELLED}
     assert all(j.error is not None and "never accepted" in j.error.message for j in ended.values())
+
+
+def test_a_websocket_subscription_to_a_map_follows_its_chunks_and_the_merge_written_later(
+    client: Client, schema: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = FakeConnections()
+    monkeypatch.setattr(client.worker._worker._publisher, "_connections", conns)
+    api_services = client.api._asgi.app.state.services
+    monkeypatch.setattr(api_services.publisher, "_connections", conns)
+    body = synth_map(schema(SCHEMA), items={"range": [0, 2]}, merge={"concat": "csv"})
+    body["args"]["rows"] = 5
+    view = client.call("POST", "/v1/maps", body=body).json()
+    api_services.subscriptions.connect("c1", API_KEY)
+    api_services.subscriptions.subscribe_map("c1", view["map_id"])
+    snapshots = [m for m in conns.sent["c1"] if m["type"] == "snapshot"]
+    assert sorted(m["job"]["chunk"] for m in snapshots) == [0, 1]
+
+    assert drain(client) == 3
+    ends = {m["job_id"]: m["status"] for m in conns.sent["c1"] if m["type"] == "status" and m["seq"] > 1}
+    merge_id = counts(client, view["map_id"])["merge"]["job_id"]
+    assert ends == dict.fromkeys([*(m["job_id"] for m in snapshots), merge_id], "succeeded")
+    merge_events = [m for m in conns.sent["c1"] if m.get("job_id") == merge_id]
+    assert [m["seq"] for m in merge_events] == list(range(1, len(merge_events) + 1))  # from its first
+
+    api_services.subscriptions.subscribe_map("c1", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert conns.sent["c1"][-1]["code"] == "not_found"

@@ -318,16 +318,17 @@ class Subscription(BaseModel):
 
 
 class SubscribeRequest(BaseModel):
-    """What a WebSocket client sends: follow a job (or every step of a pipeline), or stop following it
-    (docs/asyncapi.yaml)."""
+    """What a WebSocket client sends: follow a job (or every step of a pipeline, or a map's chunks and its
+    merge), or stop following it (docs/asyncapi.yaml)."""
 
     action: Literal["subscribe", "unsubscribe"]
     job_id: str | None = Field(default=None, min_length=1, max_length=64)
     pipeline_id: str | None = Field(default=None, min_length=1, max_length=64)
+    map_id: str | None = Field(default=None, min_length=1, max_length=64)
     after_seq: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_target(self) -> SubscribeRequest:
-        if (self.job_id is None) == (self.pipeline_id is None):
-            raise ValueError("name exactly one of job_id and pipeline_id")
+        if sum(target is not None for target in (self.job_id, self.pipeline_id, self.map_id)) != 1:
+            raise ValueError("name exactly one of job_id, pipeline_id and map_id")
         return self

@@ -207,6 +207,30 @@ class EventStore:
             )
         )
 
+    def put_map_watcher(self, map_id: str, connection_id: str, now: datetime) -> None:
+        """A connection that follows a map: subscribed to its merge job when the merge is written."""
+        doc = {
+            "pk": f"MAP#{map_id}",
+            "sk": f"{SUB_SK}{connection_id}",
+            "connection_id": connection_id,
+            "expires_at": int((now + CONNECTION_TTL).timestamp()),
+        }
+        _guard(lambda: self._db.put_item(TableName=self._table, Item=_marshal(doc)))
+
+    def map_watchers(self, map_id: str, now: datetime) -> list[str]:
+        """The connections following a map (those whose 2 hours have not run out)."""
+        got = _guard(
+            lambda: self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :sub)",
+                ExpressionAttributeValues={":pk": {"S": f"MAP#{map_id}"}, ":sub": {"S": SUB_SK}},
+                ConsistentRead=True,
+            )
+        )
+        alive = int(now.timestamp())
+        docs = (_unmarshal(i) for i in got.get("Items", []))
+        return [str(d["connection_id"]) for d in docs if int(d.get("expires_at", 0)) > alive]
+
     def delete_subscription(self, job_id: str, connection_id: str) -> None:
         got = _guard(
             lambda: self._db.delete_item(

@@ -99,6 +99,12 @@ class Publisher:
             self.deliver(numbered[0].job_id, fresh=numbered)
         return numbered
 
+    def follow(self, job_id: str, connection_ids: list[str]) -> None:
+        """Subscribe these connections to a job from its first event (a map's merge, as it is written)."""
+        for connection_id in connection_ids:
+            sub = Subscription(job_id=job_id, connection_id=connection_id, delivered_seq=0)
+            self._events.put_subscription(sub, self._clock())
+
     def deliver(
         self, job_id: str, only: Subscription | None = None, fresh: list[JobEvent] | None = None
     ) -> None:
@@ -230,6 +236,31 @@ class SubscriptionService:
             return
         for step in record.get("steps", []):
             self.subscribe(connection_id, str(step["job_id"]), None)
+
+    def subscribe_map(self, connection_id: str, map_id: str) -> None:
+        """A map: its chunks not ended yet (the first MAX_MAP_CHUNKS_FOLLOWED, in chunk order) and its
+        merge, each as a job; a merge written later is followed too (the map keeps its watchers)."""
+        from jobgate.services.maps import MAX_MAP_CHUNKS_FOLLOWED, MapRecord, MapStore
+
+        tenant = self._events.connection_tenant(connection_id)
+        found = self._jobs.get_record(f"MAP#{map_id}", "MAP")
+        if tenant is None or found is None or found.get("tenant") != tenant:
+            self._publisher.send(connection_id, _error("not_found", f"No map '{map_id}'.", None))
+            return
+        record = MapRecord.model_validate(found)
+        self._events.put_map_watcher(map_id, connection_id, self._clock())
+        followed: list[str] = []
+        maps = MapStore(self._jobs)
+        for start in range(0, record.count, 100):
+            chunks = maps.chunks(record, start, start + 100)
+            followed.extend(chunks[n].job_id for n in sorted(chunks) if not chunks[n].terminal)
+            if len(followed) >= MAX_MAP_CHUNKS_FOLLOWED:
+                break
+        followed = followed[:MAX_MAP_CHUNKS_FOLLOWED]
+        if record.merge_job_id is not None:
+            followed.append(record.merge_job_id)
+        for job_id in followed:
+            self.subscribe(connection_id, job_id, None)
 
     def unsubscribe(self, connection_id: str, job_id: str) -> None:
         self._events.delete_subscription(job_id, connection_id)

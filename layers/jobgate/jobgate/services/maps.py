@@ -42,6 +42,8 @@ MAP_SK = "MAP"
 ACTIVE_MAPS = "map"
 # How long the API spends cancelling a map's chunks itself; the sweeper cancels the rest.
 CANCEL_BUDGET_S = 10.0
+# A WebSocket subscription to a map follows at most this many chunks (each is a subscription of its own).
+MAX_MAP_CHUNKS_FOLLOWED = 100
 
 MapStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
 
@@ -355,6 +357,14 @@ class MapAdvancer:
             merge_chunks=record.count,
         )
         created, _ = self._store.create(job)
+        if self._publisher is not None:
+            try:  # the map's WebSocket watchers follow its merge from its first event
+                watchers = self._publisher.events.map_watchers(record.map_id, self._clock())
+                if watchers:
+                    self._publisher.follow(merge_job_id, watchers)
+                    self._publisher.deliver(merge_job_id)
+            except JobgateError as exc:
+                logger.warning("could not subscribe a map's watchers to its merge", error=exc.detail)
         if created.status == JobStatus.QUEUED and created.enqueued_at is None:
             try:
                 dispatch(self._store, self._queue, created, self._clock)
