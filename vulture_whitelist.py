@@ -118,3 +118,6 @@ get_run  # unused function (layers/jobgate/jobgate/api/routers/runs.py: a FastAP
 status_url  # unused variable (api/schemas.py, client/models.py: a field of the 202 answer)
 valid  # unused variable (services/jobs.py, client/models.py: a field of the dry-run answer)
 _._has_a_run_id  # unused method (layers/jobgate/jobgate/models.py: a pydantic validator)
+list_chunks  # unused function (layers/jobgate/jobgate/api/routers/maps.py: a FastAPI route)
+get_chunk  # unused function (layers/jobgate/jobgate/api/routers/maps.py: a FastAPI route)
+MergeCommandSet  # unused class (layers/jobgate/jobgate/commandsets/merge.py: loaded by its entry point)

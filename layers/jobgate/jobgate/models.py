@@ -169,7 +169,6 @@ class Job(BaseModel):
     map_id: str | None = None  # a map's chunk (or its retry): `chunk` is its index among the items
     chunk: int | None = None
     merge_of: str | None = None  # a map's merge: the worker stages every succeeded chunk's outputs
-    merge_chunks: int | None = None  # how many chunks that map has
     max_attempts: int | None = None
     retry_on_exit: bool = False
     retry_of: str | None = None

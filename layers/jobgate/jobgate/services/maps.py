@@ -354,7 +354,6 @@ class MapAdvancer:
             request_hash=hashlib.sha256(json.dumps(merge, sort_keys=True).encode()).hexdigest(),
             created_at=self._clock(),
             merge_of=record.map_id,
-            merge_chunks=record.count,
         )
         created, _ = self._store.create(job)
         if self._publisher is not None:
