@@ -117,9 +117,11 @@ bench: $(BENCH_PEERS)
 	$(BIN)/python bench/run.py
 
 # The reliability suite at full size: 500 jobs from 20 concurrent clients, the 500-job soak under AWS
-# faults and killed workers (its figures in bench/soak.json), then every fault test.
+# faults and killed workers (its figures in bench/soak.json), a map of 1,000 chunks (bench/map_soak.json),
+# then every fault test.
 soak: $(STAMP)
 	JOBGATE_RELIABILITY_JOBS=500 JOBGATE_SOAK_JOBS=500 JOBGATE_SOAK_REPORT=bench/soak.json \
+	JOBGATE_MAP_SOAK_CHUNKS=1000 JOBGATE_MAP_SOAK_REPORT=bench/map_soak.json \
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 clean:
