@@ -31,6 +31,7 @@ BENCHES = (
     "bytes",
     "memory",
     "cost",
+    "maps",
 )
 
 

@@ -90,6 +90,9 @@ def test_a_synth_map_of_8_chunks_merges_into_10000_rows_with_one_header_and_uniq
     # Only max_parallel chunks are queued; the others wait, with no message in the queue.
     assert view["counts"]["queued"] == 3 and view["counts"]["waiting"] == 5, view["counts"]
     assert view["status"] == "queued"
+    # Each chunk records where its input's file is, as a job does: its worker reads no asset.
+    first = store.get(chunk_job_id(map_id, 0))
+    assert [o.key for o in first.input_objects.values()][0].endswith("/schema-0.json")
 
     assert drain(client) == 9  # 8 chunks, then the merge
     view = counts(client, map_id)

@@ -728,7 +728,7 @@ class JobStore:
         Not one transaction: the caller writes its own record after them, and the sweeper ends the
         blocked jobs of a record that never came. A put sent again writes the same item (the ids are new).
         """
-        items = [_new_job_item(_with_queued_at(j), self._ttl) for j in jobs]
+        items = [_new_job_record(_with_queued_at(j), self._ttl)[1] for j in jobs]
         for start in range(0, len(items), 25):
             pending: dict[str, Any] = {
                 self._table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]

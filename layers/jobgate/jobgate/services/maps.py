@@ -25,7 +25,7 @@ from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import Conflict, InvalidTransition, JobgateError, NotFound, QueueError, ValidationFailed
-from jobgate.models import Job, JobStatus, utcnow
+from jobgate.models import InputObject, Job, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce, ended_announced
@@ -423,7 +423,7 @@ class MapService:
         registry: Registry,
         advancer: MapAdvancer,
         *,
-        check_inputs: Callable[[str, Invocation], object],
+        check_inputs: Callable[[str, Invocation], dict[str, InputObject]],
         timeout_for: Callable[[int | None, Invocation], int],
         admission: JobAdmission | None = None,
         blobs: BlobStore | None = None,
@@ -453,7 +453,8 @@ class MapService:
         merge = self._merge_spec(request.merge)
         now = self._clock()
         map_id = str(ULID())
-        timeout_s = self._timeout_for(request.timeout_s, invocations[0])
+        first = invocations[0][0]
+        timeout_s = self._timeout_for(request.timeout_s, first)
         chunk_request = request.model_dump(mode="json", include={"stage", "command", "timeout_s"})
         chunks = [
             Job(
@@ -463,6 +464,8 @@ class MapService:
                 command=inv.contract.command,
                 args=inv.args,
                 inputs=inv.inputs,
+                # Where each input's file is, as the API checked it: the worker reads no asset.
+                input_objects=objects,
                 upstream=dict(inv.jobs),
                 status=JobStatus.BLOCKED,
                 timeout_s=timeout_s,
@@ -473,15 +476,15 @@ class MapService:
                 map_id=map_id,
                 chunk=n,
             )
-            for n, inv in enumerate(invocations)
+            for n, (inv, objects) in enumerate(invocations)
         ]
         self._store.put_new_jobs(chunks)
         record = MapRecord(
             map_id=map_id,
             tenant=tenant,
             run_id=request.run_id,
-            stage=invocations[0].contract.stage,
-            command=invocations[0].contract.command,
+            stage=first.contract.stage,
+            command=first.contract.command,
             over=request.over,
             count=len(chunks),
             max_parallel=request.max_parallel,
@@ -538,7 +541,7 @@ class MapService:
             )
         return self._maps.get(str(run["map_id"]), tenant=tenant)
 
-    def _check(self, tenant: str, request: MapRequest) -> list[Invocation]:
+    def _check(self, tenant: str, request: MapRequest) -> list[tuple[Invocation, dict[str, InputObject]]]:
         """Every chunk's request against the contract, before anything is written; 422 naming the item."""
         try:
             target = self._registry.get(request.stage, request.command)
@@ -551,17 +554,17 @@ class MapService:
             raise ValidationFailed(
                 f"Cannot map over '{request.over}': {msg}.", [{"loc": ["body", "over"], "msg": msg}]
             )
-        invocations: list[Invocation] = []
+        invocations: list[tuple[Invocation, dict[str, InputObject]]] = []
         errors: list[dict[str, Any]] = []
-        checked_inputs: set[tuple[tuple[str, str], ...]] = set()
+        # Inputs are checked once per distinct set (a map over another argument names the same ones).
+        checked_inputs: dict[tuple[tuple[str, str], ...], dict[str, InputObject]] = {}
         for index, item in enumerate(request.values()):
             args = {**request.args, request.over: item}
             try:
                 invocation = self._registry.check(request.stage, request.command, args)
                 key = tuple(sorted(invocation.inputs.items())) + tuple(sorted(invocation.jobs.items()))
                 if key not in checked_inputs:
-                    self._check_inputs(tenant, invocation)
-                    checked_inputs.add(key)
+                    checked_inputs[key] = self._check_inputs(tenant, invocation)
                 if self._admission is not None:
                     self._admission.check_args(args, invocation, loc=("items", index))
             except ValidationFailed as exc:
@@ -574,7 +577,7 @@ class MapService:
                 continue
             except JobgateError as exc:
                 raise type(exc)(f"Item {index}: {exc.detail}") from exc
-            invocations.append(invocation)
+            invocations.append((invocation, checked_inputs[key]))
         if errors:
             first = errors[0]["loc"][2]
             raise ValidationFailed(
@@ -713,7 +716,10 @@ class MapService:
                 map=map_id,
             )
         # When it ends, advance() looks for the map's end again (its merge, when all chunks succeeded).
-        self._advancer.send(retry)
+        try:
+            self._advancer.send(retry)
+        except QueueError as exc:
+            logger.warning("could not queue a chunk's retry", job_id=retry.job_id, error=exc.detail)
         return retry
 
     def merge(self, tenant: str, map_id: str, request: MergeRequest) -> Job:
