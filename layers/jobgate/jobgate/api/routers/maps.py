@@ -82,10 +82,15 @@ class ChunkDetail(ChunkView):
     preview: Preview | None = None
 
 
-def _view(service: MapService, record: MapRecord) -> MapView:
-    chunks = service.chunks(record)
-    counts = count_chunks(chunks.values())
-    merge = service.merge_job(record)
+def _view(service: MapService, record: MapRecord, *, created: bool = False) -> MapView:
+    if created:
+        # A map just written: its chunks are as written and released (no read of 10,000 chunks).
+        chunks = {}
+        counts = MapCounts(queued=record.released, waiting=record.count - record.released)
+    else:
+        chunks = service.chunks(record)
+        counts = count_chunks(chunks.values())
+    merge = service.merge_job(record) if not created else None
     base = f"/v1/maps/{record.map_id}"
     return MapView(
         map_id=record.map_id,
@@ -125,7 +130,7 @@ def submit_map(body: MapRequest, maps: MapsDep, tenant: TenantDep, response: Res
     record, created = maps.submit(tenant, body)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["Location"] = f"/v1/maps/{record.map_id}"
-    return _view(maps, record)
+    return _view(maps, record, created=created)
 
 
 @router.get("/{map_id}", response_model=MapView, responses={404: {}})
