@@ -302,3 +302,15 @@ def test_a_websocket_subscription_to_a_map_follows_its_chunks_and_the_merge_writ
 
     api_services.subscriptions.subscribe_map("c1", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert conns.sent["c1"][-1]["code"] == "not_found"
+
+
+def test_a_waiting_chunk_cancelled_alone_frees_no_slot(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    body = synth_map(schema(SCHEMA), max_parallel=1, items={"range": [0, 4]})
+    map_id = client.call("POST", "/v1/maps", body=body).json()["map_id"]
+    waiting = client.call("GET", f"/v1/maps/{map_id}/chunks/3").json()["job"]
+    assert waiting["status"] == "blocked"
+    assert client.call("DELETE", f"/v1/jobs/{waiting['job_id']}").status == 200
+    view = counts(client, map_id)["counts"]
+    assert (view["queued"], view["waiting"], view["cancelled"]) == (1, 2, 1), view

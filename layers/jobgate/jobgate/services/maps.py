@@ -236,9 +236,11 @@ class MapAdvancer:
         if record is None:
             return
         if job.retry_of is None:
-            # A retry runs outside max_parallel (it was released by hand): only a first job frees a slot.
             record = self._maps.update(record, "ADD #ended :one", one=1)
-            record = self.release(record, 1)
+            # A slot is freed by a released chunk's end only: not by a retry (it runs outside
+            # max_parallel), nor by a chunk cancelled while it waited (it never held one).
+            if job.queued_at is not None:
+                record = self.release(record, 1)
         if record.ended >= record.count:
             self.settle(record)
 
