@@ -130,3 +130,37 @@ def test_heatmaps_over_frame_assets_merged_by_compose_video_into_an_mp4(
         out = jg.download_map(started.map_id, tmp_path / "video.mp4")
     data = out.read_bytes()
     assert data[4:8] == b"ftyp" and len(data) > 1000
+
+
+def test_jobgate_map_uploads_local_files_given_as_items_of_an_input(
+    local_stack: DevProcess, tmp_path: Path
+) -> None:
+    for i in range(2):
+        np.save(tmp_path / f"f{i}.npy", np.random.default_rng(i).random((12, 24)))
+    done = jobgate(
+        local_stack,
+        tmp_path,
+        "map",
+        "visualize",
+        "heatmap",
+        "--over",
+        "input",
+        "--items",
+        "f0.npy",
+        "f1.npy",
+        "--output",
+        "frame.png",
+        "--no-coastline",
+        "--no-borders",
+        "--no-gridlines",
+        "--wait",
+        "--json",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["status"] == "succeeded" and found["counts"]["succeeded"] == 2
+    refused = jobgate(
+        local_stack, tmp_path, "map", "visualize", "heatmap", "--over", "input", "--output", "x.png"
+    )
+    assert refused.returncode == 2 and "--items or --range" in refused.stderr

@@ -22,7 +22,10 @@ CHUNKS = int(os.environ.get("JOBGATE_MAP_SOAK_CHUNKS", "0"))
 ROWS = 20
 SCHEMA = {"fields": [{"name": "id", "type": "int", "unique": True, "min": 0, "max": 10**9}]}
 
-pytestmark = pytest.mark.skipif(CHUNKS <= 0, reason="set JOBGATE_MAP_SOAK_CHUNKS (make soak: 1,000)")
+pytestmark = [
+    pytest.mark.skipif(CHUNKS <= 0, reason="set JOBGATE_MAP_SOAK_CHUNKS (make soak: 1,000)"),
+    pytest.mark.timeout(max(600, CHUNKS * 4)),
+]
 
 
 def _upload_schema(api: httpx.Client) -> str:
@@ -69,7 +72,8 @@ def test_a_map_of_many_chunks_completes_with_every_list_paged(api: httpx.Client)
             if view["status"] != "succeeded" or merge.get("status") == "succeeded":
                 break
         assert time.monotonic() < deadline, view
-        time.sleep(2)
+        print(f"map soak: {time.monotonic() - started:.0f} s, {view['counts']}", flush=True)  # noqa: T201
+        time.sleep(5)
     done_s = time.monotonic() - started
     assert view["status"] == "succeeded" and view["counts"]["succeeded"] == CHUNKS, view["counts"]
     assert merge["status"] == "succeeded", merge
