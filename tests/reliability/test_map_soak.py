@@ -60,8 +60,16 @@ def test_a_map_of_many_chunks_completes_with_every_list_paged(api: httpx.Client)
     map_id = created.json()["map_id"]
 
     deadline = time.monotonic() + max(600, CHUNKS * 3)
+    refused: list[str] = []  # answers other than 200 while polling (a 503 is for the client to retry)
     while True:
-        view = api.get(f"/v1/maps/{map_id}").json()
+        answer = api.get(f"/v1/maps/{map_id}")
+        if answer.status_code != 200:
+            refused.append(f"{answer.status_code} {answer.text[:300]}")
+            print(f"map soak: GET answered {refused[-1]}", flush=True)  # noqa: T201
+            assert answer.status_code == 503 and len(refused) < 20, refused
+            time.sleep(5)
+            continue
+        view = answer.json()
         merge = view.get("merge") or {}
         if view["status"] in ("succeeded", "failed", "cancelled") and merge.get("status") in (
             "succeeded",
@@ -103,5 +111,5 @@ def test_a_map_of_many_chunks_completes_with_every_list_paged(api: httpx.Client)
     report = os.environ.get("JOBGATE_MAP_SOAK_REPORT")
     if report:
         figures = {"chunks": CHUNKS, "rows": CHUNKS * ROWS, "submit_s": round(submitted_s, 2)}
-        figures.update(done_s=round(done_s, 1), chunk_pages=pages)
+        figures.update(done_s=round(done_s, 1), chunk_pages=pages, refused_polls=refused)
         Path(report).write_text(json.dumps(figures, indent=2) + "\n")

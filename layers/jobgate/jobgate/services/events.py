@@ -252,7 +252,7 @@ class SubscriptionService:
         followed: list[str] = []
         maps = MapStore(self._jobs)
         for start in range(0, record.count, 100):
-            chunks = maps.chunks(record, start, start + 100)
+            chunks = maps.states(record, start, start + 100)
             followed.extend(chunks[n].job_id for n in sorted(chunks) if not chunks[n].terminal)
             if len(followed) >= MAX_MAP_CHUNKS_FOLLOWED:
                 break

@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -141,7 +142,20 @@ def chunk_job_id(map_id: str, chunk: int) -> str:
     return str(ULID.from_int(int(ULID.from_str(map_id)) + 1 + chunk))
 
 
-def count_chunks(chunks: Iterable[Job]) -> MapCounts:
+@dataclass(frozen=True)
+class ChunkState:
+    """What a map needs of a chunk to count, release and settle: its latest job's id and status."""
+
+    job_id: str
+    status: JobStatus
+    progress: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+def count_chunks(chunks: Iterable[ChunkState | Job]) -> MapCounts:
     counts = MapCounts()
     for job in chunks:
         key = "waiting" if job.status == JobStatus.BLOCKED else job.status.value
@@ -185,6 +199,32 @@ class MapStore:
         names = {f"#{name}": name for name in used}
         got = self._store.update_record(f"MAP#{record.map_id}", MAP_SK, update, condition, values, names)
         return MapRecord.model_validate(got)
+
+    def states(self, record: MapRecord, start: int = 0, stop: int | None = None) -> dict[int, ChunkState]:
+        """Chunks start..stop-1 as they stand now, by their latest job's status (a few fields read)."""
+        stop = record.count if stop is None else min(stop, record.count)
+        ids = {chunk_job_id(record.map_id, n): n for n in range(start, stop)}
+        fields = ("status", "progress", "retried_by")
+        docs = {ids[job_id]: doc for job_id, doc in self._store.get_fields(list(ids), fields).items()}
+        while True:
+            retried = {str(doc["retried_by"]): n for n, doc in docs.items() if doc.get("retried_by")}
+            if not retried:
+                break
+            for job_id, doc in self._store.get_fields(list(retried), fields).items():
+                docs[retried[job_id]] = doc
+        return {
+            n: ChunkState(
+                job_id=str(doc["job_id"]),
+                status=JobStatus(doc["status"]),
+                progress=float(doc.get("progress") or 0),
+            )
+            for n, doc in docs.items()
+        }
+
+    def jobs(self, states: Mapping[int, ChunkState]) -> dict[int, Job]:
+        """The whole jobs of these chunks."""
+        found = self._store.get_many([state.job_id for state in states.values()])
+        return {n: found[state.job_id] for n, state in states.items() if state.job_id in found}
 
     def chunks(self, record: MapRecord, start: int = 0, stop: int | None = None) -> dict[int, Job]:
         """Chunks start..stop-1 as they stand now: each one's latest job (a retry replaces its original)."""
@@ -286,17 +326,17 @@ class MapAdvancer:
         """Send a queued job's message and record the send (the sweeper re-sends unrecorded ones)."""
         dispatch(self._store, self._queue, job, self._clock)
 
-    def top_up(self, record: MapRecord, chunks: Mapping[int, Job]) -> MapRecord:
+    def top_up(self, record: MapRecord, chunks: Mapping[int, ChunkState]) -> MapRecord:
         """Release as many chunks as max_parallel leaves room for (after a resume, or a release lost)."""
         in_flight = sum(1 for job in chunks.values() if job.status in (JobStatus.QUEUED, JobStatus.RUNNING))
         return self.release(record, record.max_parallel - in_flight)
 
-    def settle(self, record: MapRecord, chunks: Mapping[int, Job] | None = None) -> MapRecord:
+    def settle(self, record: MapRecord, chunks: Mapping[int, ChunkState] | None = None) -> MapRecord:
         """When every chunk has ended: merge once if all succeeded and a merge is asked; close the map
         once the merge (if any) has ended."""
         if record.closed:
             return record
-        chunks = self._maps.chunks(record) if chunks is None else chunks
+        chunks = self._maps.states(record) if chunks is None else chunks
         if not all(job.terminal for job in chunks.values()):
             return record
         all_succeeded = all(job.status == JobStatus.SUCCEEDED for job in chunks.values())
@@ -393,16 +433,18 @@ class MapAdvancer:
 
     def sweep(self, record: MapRecord) -> None:
         """The sweeper's pass over one open map: what a lost release, merge or cancel left undone."""
-        chunks = self._maps.chunks(record)
+        chunks = self._maps.states(record)
         if record.cancelled:
-            self.cancel_chunks(chunks, budget_s=None)
+            self.cancel_chunks(
+                self._maps.jobs({n: c for n, c in chunks.items() if not c.terminal}), budget_s=None
+            )
         else:
             lost = [n for n, job in chunks.items() if n < record.released and job.status == JobStatus.BLOCKED]
             if lost:
                 logger.warning("map chunks released but not queued", map_id=record.map_id, chunks=lost[:20])
                 self.start_chunks(record, lost)
             if not record.paused:
-                record = self.top_up(record, self._maps.chunks(record) if lost else chunks)
+                record = self.top_up(record, self._maps.states(record) if lost else chunks)
         self.settle(record)
 
     def exists(self, map_id: str) -> bool:
@@ -615,8 +657,8 @@ class MapService:
     def get(self, tenant: str, map_id: str) -> MapRecord:
         return self._maps.get(map_id, tenant=tenant)
 
-    def chunks(self, record: MapRecord, start: int = 0, stop: int | None = None) -> dict[int, Job]:
-        return self._maps.chunks(record, start, stop)
+    def states(self, record: MapRecord) -> dict[int, ChunkState]:
+        return self._maps.states(record)
 
     def merge_job(self, record: MapRecord) -> Job | None:
         return self._store.find(record.merge_job_id) if record.merge_job_id else None
@@ -658,7 +700,7 @@ class MapService:
 
     def pause(self, tenant: str, map_id: str) -> MapRecord:
         record = self.get(tenant, map_id)
-        status = map_status(record, count_chunks(self._maps.chunks(record).values()))
+        status = map_status(record, count_chunks(self._maps.states(record).values()))
         if status in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"Map '{map_id}' has ended ({status}); there is nothing to pause.")
         return self._maps.update(record, "SET #paused = :yes", "#cancelled = :no", yes=True, no=False)
@@ -668,7 +710,7 @@ class MapService:
         if record.cancelled:
             raise Conflict(f"Map '{map_id}' was cancelled; it cannot resume.")
         record = self._maps.update(record, "SET #paused = :no", "#cancelled = :no", no=False)
-        return self._advancer.top_up(record, self._maps.chunks(record))
+        return self._advancer.top_up(record, self._maps.states(record))
 
     def cancel(self, tenant: str, map_id: str) -> MapRecord:
         """Stop releasing, then cancel every chunk not ended (and a merge under way); what the time
@@ -677,7 +719,8 @@ class MapService:
         if record.closed:
             raise Conflict(f"Map '{map_id}' has ended; there is nothing to cancel.")
         record = self._maps.update(record, "SET #cancelled = :yes", yes=True)
-        left = self._advancer.cancel_chunks(self._maps.chunks(record), budget_s=CANCEL_BUDGET_S)
+        open_chunks = {n: c for n, c in self._maps.states(record).items() if not c.terminal}
+        left = self._advancer.cancel_chunks(self._maps.jobs(open_chunks), budget_s=CANCEL_BUDGET_S)
         merge = self.merge_job(record)
         if merge is not None and not merge.terminal:
             self._advancer.cancel_chunks({-1: merge}, budget_s=None)
@@ -728,7 +771,7 @@ class MapService:
         """Merge now (again): every chunk must have ended; failed ones only with force (then the merge
         reads the chunks that succeeded)."""
         record = self.get(tenant, map_id)
-        chunks = self._maps.chunks(record)
+        chunks = self._maps.states(record)
         running = sorted(n for n, job in chunks.items() if not job.terminal)
         if running:
             raise Conflict(

@@ -14,6 +14,7 @@ from jobgate.api.deps import JobsDep, MapsDep, ServicesDep, TenantDep
 from jobgate.api.schemas import JobView
 from jobgate.errors import Conflict, ValidationFailed
 from jobgate.services.maps import (
+    ChunkState,
     MapCounts,
     MapRecord,
     MapRequest,
@@ -83,12 +84,12 @@ class ChunkDetail(ChunkView):
 
 
 def _view(service: MapService, record: MapRecord, *, created: bool = False) -> MapView:
+    chunks: dict[int, ChunkState] = {}
     if created:
         # A map just written: its chunks are as written and released (no read of 10,000 chunks).
-        chunks = {}
         counts = MapCounts(queued=record.released, waiting=record.count - record.released)
     else:
-        chunks = service.chunks(record)
+        chunks = service.states(record)
         counts = count_chunks(chunks.values())
     merge = service.merge_job(record) if not created else None
     base = f"/v1/maps/{record.map_id}"
