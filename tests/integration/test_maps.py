@@ -16,6 +16,7 @@ import pytest
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import StoreError
 from jobgate.models import Job, JobStatus, utcnow
+from jobgate.services import maps as maps_service
 from jobgate.services.maps import MapAdvancer, chunk_job_id
 from ulid import ULID
 
@@ -314,3 +315,27 @@ def test_a_waiting_chunk_cancelled_alone_frees_no_slot(
     assert client.call("DELETE", f"/v1/jobs/{waiting['job_id']}").status == 200
     view = counts(client, map_id)["counts"]
     assert (view["queued"], view["waiting"], view["cancelled"]) == (1, 2, 1), view
+
+
+def test_a_repeated_run_id_answers_the_same_map_and_another_request_is_a_409(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    body = synth_map(schema(SCHEMA), run_id="nightly-2026-11-29")
+    first = client.call("POST", "/v1/maps", body=body)
+    again = client.call("POST", "/v1/maps", body=body)
+    assert (first.status, again.status) == (201, 200), again.body
+    assert again.json()["map_id"] == first.json()["map_id"]
+    other = client.call("POST", "/v1/maps", body={**body, "max_parallel": 2})
+    assert other.status == 409 and other.json()["map_id"] == first.json()["map_id"], other.body
+
+
+def test_the_request_releases_a_bounded_number_and_the_sweeper_reaches_max_parallel(
+    client: Client, schema: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maps_service, "API_RELEASES", 2)
+    body = synth_map(schema(SCHEMA), max_parallel=5, items={"range": [0, 6]})
+    created = client.call("POST", "/v1/maps", body=body).json()
+    assert (created["counts"]["queued"], created["counts"]["waiting"]) == (2, 4)
+    load_handler("sweeper").handler({"source": "aws.events", "detail-type": "Scheduled Event"}, FakeContext())
+    view = counts(client, created["map_id"])["counts"]
+    assert (view["queued"], view["waiting"]) == (5, 1), view

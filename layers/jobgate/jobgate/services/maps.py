@@ -43,6 +43,9 @@ MAP_SK = "MAP"
 ACTIVE_MAPS = "map"
 # How long the API spends cancelling a map's chunks itself; the sweeper cancels the rest.
 CANCEL_BUDGET_S = 10.0
+# A request releases at most this many chunks itself (three AWS calls each: its unblock, its message, the
+# send's record), so that it answers in time; the sweeper's next pass releases what max_parallel leaves.
+API_RELEASES = 100
 # A WebSocket subscription to a map follows at most this many chunks (each is a subscription of its own).
 MAX_MAP_CHUNKS_FOLLOWED = 100
 
@@ -326,10 +329,13 @@ class MapAdvancer:
         """Send a queued job's message and record the send (the sweeper re-sends unrecorded ones)."""
         dispatch(self._store, self._queue, job, self._clock)
 
-    def top_up(self, record: MapRecord, chunks: Mapping[int, ChunkState]) -> MapRecord:
+    def top_up(
+        self, record: MapRecord, chunks: Mapping[int, ChunkState], *, at_most: int | None = None
+    ) -> MapRecord:
         """Release as many chunks as max_parallel leaves room for (after a resume, or a release lost)."""
         in_flight = sum(1 for job in chunks.values() if job.status in (JobStatus.QUEUED, JobStatus.RUNNING))
-        return self.release(record, record.max_parallel - in_flight)
+        room = record.max_parallel - in_flight
+        return self.release(record, room if at_most is None else min(room, at_most))
 
     def settle(self, record: MapRecord, chunks: Mapping[int, ChunkState] | None = None) -> MapRecord:
         """When every chunk has ended: merge once if all succeeded and a merge is asked; close the map
@@ -571,7 +577,7 @@ class MapService:
                 raise
             return self._existing(tenant, request, existing), False
         try:
-            record = self._advancer.release(record, record.max_parallel)
+            record = self._advancer.release(record, min(record.max_parallel, API_RELEASES))
         except JobgateError as exc:
             logger.warning("could not release a new map's first chunks", map_id=map_id, error=exc.detail)
         logger.info("map accepted", map_id=map_id, chunks=record.count, max_parallel=record.max_parallel)
@@ -710,7 +716,7 @@ class MapService:
         if record.cancelled:
             raise Conflict(f"Map '{map_id}' was cancelled; it cannot resume.")
         record = self._maps.update(record, "SET #paused = :no", "#cancelled = :no", no=False)
-        return self._advancer.top_up(record, self._maps.states(record))
+        return self._advancer.top_up(record, self._maps.states(record), at_most=API_RELEASES)
 
     def cancel(self, tenant: str, map_id: str) -> MapRecord:
         """Stop releasing, then cancel every chunk not ended (and a merge under way); what the time
