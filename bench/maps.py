@@ -37,7 +37,7 @@ CLIENT_THREADS = 4
 
 def main(args: argparse.Namespace) -> BenchResult:
     count = 40 if args.quick else ITEMS
-    runs = 1 if args.quick else 2
+    runs = 1  # 200 heatmaps a side take minutes here; one run each, taking turns after a warm-up
     result = BenchResult("maps", f"9. A map of {count} heatmaps vs {count} jobs (2 workers)")
     maps: list[dict[str, float]] = []
     jobs: list[dict[str, float]] = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -44,6 +46,8 @@ MAX_ITEM_BYTES = 400 * 1024
 # error, the first page of outputs, the manifest's key, counters, timestamps) is bounded too, about
 # 105 KB: tests/unit/test_job_item_size.py checks the sum stays well under MAX_ITEM_BYTES.
 MAX_NEW_JOB_BYTES = 160 * 1024
+# BatchWriteItem calls in flight at once when many new jobs are written (a map's chunks).
+PARALLEL_WRITES = 4
 # How often a write retries when the job moved between its read and its conditional write.
 _CANCEL_ROUNDS = 8
 
@@ -729,13 +733,19 @@ class JobStore:
         blocked jobs of a record that never came. A put sent again writes the same item (the ids are new).
         """
         items = [_new_job_record(_with_queued_at(j), self._ttl)[1] for j in jobs]
-        for start in range(0, len(items), 25):
-            pending: dict[str, Any] = {
-                self._table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
-            }
+        batches = [items[start : start + 25] for start in range(0, len(items), 25)]
+
+        def write(batch: list[dict[str, Any]]) -> None:
+            pending: dict[str, Any] = {self._table: [{"PutRequest": {"Item": item}} for item in batch]}
             while pending:
                 got = _guard(lambda: self._db.batch_write_item(RequestItems=pending))  # noqa: B023
                 pending = dict(got.get("UnprocessedItems") or {})
+
+        # A few batches at once (10,000 chunks are 400 calls); each in a copy of this context, so the
+        # request's deadline (adapters/aws.py) bounds every call as it bounds the caller's own.
+        with ThreadPoolExecutor(max_workers=PARALLEL_WRITES) as pool:
+            for done in [pool.submit(contextvars.copy_context().run, write, b) for b in batches]:
+                done.result()
 
     def update_record(
         self,
