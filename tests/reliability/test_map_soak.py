@@ -66,8 +66,8 @@ def test_a_map_of_many_chunks_completes_with_every_list_paged(api: httpx.Client)
         if answer.status_code != 200:
             refused.append(f"{answer.status_code} {answer.text[:300]}")
             print(f"map soak: GET answered {refused[-1]}", flush=True)  # noqa: T201
-            assert answer.status_code == 503 and len(refused) < 20, refused
-            time.sleep(5)
+            assert answer.status_code == 503 and len(refused) < max(20, CHUNKS // 20), refused
+            time.sleep(15)  # each read of the map reads every chunk's state: not too often
             continue
         view = answer.json()
         merge = view.get("merge") or {}
@@ -81,7 +81,7 @@ def test_a_map_of_many_chunks_completes_with_every_list_paged(api: httpx.Client)
                 break
         assert time.monotonic() < deadline, view
         print(f"map soak: {time.monotonic() - started:.0f} s, {view['counts']}", flush=True)  # noqa: T201
-        time.sleep(5)
+        time.sleep(15)  # each read of the map reads every chunk's state: not too often
     done_s = time.monotonic() - started
     assert view["status"] == "succeeded" and view["counts"]["succeeded"] == CHUNKS, view["counts"]
     assert merge["status"] == "succeeded", merge
