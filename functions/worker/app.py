@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobgate.messages import JobMessage
-from jobgate.observability import logger, metrics
+from jobgate.observability import logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker, build_zygote
@@ -43,16 +43,13 @@ def job_message(record: SQSRecord) -> JobMessage:
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     message = job_message(record)
     logger.append_keys(job_id=message.job_id)
-    job = _worker.handle(
+    _worker.handle(
         message.job_id,
         remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
         tenant=message.tenant,
     )
-    if job is not None:
-        metrics.add_metric(name=f"Jobs_{job.status.value}", unit="Count", value=1)
 
 
-@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(

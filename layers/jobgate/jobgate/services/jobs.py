@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from ulid import ULID
 
+from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
@@ -232,6 +233,8 @@ class JobService:
             created_at=self._clock(),
         )
         job, created = self._store.create(job)
+        if created:
+            obs.emit(obs.JOBS_SUBMITTED, command_set=invocation.contract.command_set)
         if created or (job.status == JobStatus.QUEUED and job.enqueued_at is None):
             # The same request again (same run_id) finds its job queued with no message recorded as
             # sent: the first request's send failed or its answer was lost. A second message is

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from ulid import ULID
 
+from jobgate import observability as obs
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError
@@ -151,6 +152,7 @@ class Sweeper:
             lambda note: self._store.fail_unfinished(job, error=error, now=now, announce=note),
         )
         report.failed.append(job.job_id)
+        obs.job_finished(failed.status.value, None)
         if self._advancer is not None:
             self._advancer.advance(failed)
 

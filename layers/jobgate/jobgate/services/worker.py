@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
@@ -345,6 +346,7 @@ class WorkerService:
                 )
                 self._end(job, _failure("worker_lost", message, job), now)
                 logger.error("job failed after its last attempt was lost", job_id=job.job_id)
+                obs.emit(obs.JOBS_WORKER_LOST)
                 return None
             logger.warning("taking over a job whose worker stopped", job_id=job.job_id, attempt=job.attempts)
         return self._store.claim(job, now=now, lease_until=now + timedelta(seconds=self._config.lease_s))
@@ -354,6 +356,7 @@ class WorkerService:
         done = ended_announced(
             self._publisher, lambda note: self._store.end_unfinished(job, result, now=now, announce=note)
         )
+        obs.job_finished(done.status.value, None)  # no command ran: counted by status only
         self._move_on(done)
         return done
 
@@ -414,6 +417,9 @@ class WorkerService:
         argv = build_argv(job.args, a.contract, paths)
         logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv)
         stream.milestone(STARTED)
+        command_set = a.contract.command_set
+        obs.emit(obs.JOBS_STARTED, command_set=command_set)
+        obs.seconds(obs.QUEUE_WAIT, (self._clock() - job.created_at).total_seconds(), command_set=command_set)
         budget = max(1.0, min(float(job.timeout_s), a.deadline - time.monotonic() - FINISH_MARGIN_S))
         run = self._runner.run(
             a.contract.command_set,
@@ -434,6 +440,7 @@ class WorkerService:
         stream.close()
         lease.check()
         logger.info("job exited", job_id=job.job_id, exit_code=run.exit_code, duration_s=run.duration_s)
+        a.timing.command_s = run.duration_s
         upload_by = a.deadline - RECORD_MARGIN_S
         try:
             stdout, stderr = self._store_logs(a, upload_by)
@@ -469,7 +476,9 @@ class WorkerService:
                 logger.warning("dead letter of a job running under a live lease; left to it", job_id=job_id)
                 return job
             try:
-                return self._end(job, _failure("dead_letter", message, job), now)
+                done = self._end(job, _failure("dead_letter", message, job), now)
+                obs.emit(obs.JOBS_DEAD_LETTERED)
+                return done
             except InvalidTransition:
                 job = self._store.get(job_id)
         return job
@@ -625,6 +634,7 @@ class WorkerService:
                 exit_code=result.exit_code,
             )
             announce(self._publisher, again)
+            obs.emit(obs.JOBS_RETRIED, command_set=a.contract.command_set)
             return again
         if a.log is None:
             done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
@@ -651,8 +661,21 @@ class WorkerService:
                 ),
             )
         logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
+        self._measure(a, done)
         self._move_on(done)
         return done
+
+    @staticmethod
+    def _measure(a: _Attempt, done: Job) -> None:
+        """The attempt's end in metrics: its status, the command's run time and what the worker added
+        around it (claim to end, less the command: staging, uploads, records)."""
+        command_set = a.contract.command_set
+        obs.job_finished(done.status.value, command_set)
+        command_s = a.timing.command_s or 0.0
+        if a.timing.command_s is not None:
+            obs.seconds(obs.RUN_TIME, command_s, command_set=command_set)
+        overhead_s = time.monotonic() - a.timing.claimed - command_s
+        obs.seconds(obs.WORKER_OVERHEAD, overhead_s, command_set=command_set)
 
     def _recorded(self, job: Job, attempt: int, result: JobResult) -> JobResult:
         """The result as the job record keeps it: too many outputs go to a manifest, written first."""
@@ -698,6 +721,15 @@ class _Attempt:
     lease: Lease
     deadline: float  # time.monotonic() at which the Lambda invocation ends
     log: AttemptLog | None = None
+    timing: _Timing = field(default_factory=lambda: _Timing())
+
+
+@dataclass
+class _Timing:
+    """When the attempt was claimed (time.monotonic()) and how long its command ran, once it has."""
+
+    claimed: float = field(default_factory=time.monotonic)
+    command_s: float | None = None
 
 
 def _expected_outputs(job: Job, contract: CommandContract) -> int:
