@@ -12,8 +12,13 @@ values are unbounded and would each make a metric of its own. docs/operations.md
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.batch.base import FailureResponse
+from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
 
 SERVICE = "jobgate"
 NAMESPACE = "Jobgate"
@@ -59,3 +64,22 @@ def job_finished(status: str, command_set: str | None) -> None:
 
 def seconds(name: str, value: float, *, command_set: str) -> None:
     emit(name, round(max(0.0, value), 3), unit=MetricUnit.Seconds, command_set=command_set)
+
+
+class LoggedBatchProcessor(BatchProcessor):
+    """Powertools' SQS batch processor, which logs each record that fails: the processor itself
+    reports the failure to Lambda (the record comes back) and logs nothing above debug."""
+
+    def __init__(self) -> None:
+        # A batch whose every record failed is still answered as partial failures, not raised.
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+    def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
+        kind, value = exception[0], exception[1]
+        logger.error(
+            "record failed; it comes back after its visibility timeout",
+            message_id=getattr(record, "message_id", None),
+            receive_count=getattr(getattr(record, "attributes", None), "approximate_receive_count", None),
+            error=f"{kind.__name__ if kind else 'Exception'}: {value}",
+        )
+        return super().failure_handler(record, exception)

@@ -233,6 +233,7 @@ class JobService:
             created_at=self._clock(),
         )
         job, created = self._store.create(job)
+        logger.append_keys(job_id=job.job_id)  # the rest of the request's lines name it
         if created:
             obs.emit(obs.JOBS_SUBMITTED, command_set=invocation.contract.command_set)
         if created or (job.status == JobStatus.QUEUED and job.enqueued_at is None):

@@ -259,6 +259,7 @@ class WorkerService:
         if job is None:
             return None
         attempt = job.attempts
+        logger.append_keys(job_id=job_id, tenant=job.tenant, attempt=attempt)  # on every line that follows
         try:
             return self._run(job, attempt, remaining_s)
         except LeaseLost as exc:

@@ -1,15 +1,21 @@
-"""The metrics a job's life emits, read back from the functions' output as CloudWatch would: the
+"""What a job's life leaves in the functions' output, read back as CloudWatch would: the metrics'
 embedded metric format (EMF) lines, each a JSON object whose `_aws.CloudWatchMetrics` names the metric,
-its unit, namespace and dimensions."""
+its unit, namespace and dimensions; and the log lines, each naming the job, tenant, attempt and
+request it belongs to."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 from jobgate.models import JobEvent
+from jobgate.observability import logger
 
 from tests.integration.conftest import Client
 from tests.integration.test_job_events import parts  # noqa: F401 (a fixture)
@@ -55,11 +61,36 @@ def emf_points(output: str) -> list[Point]:
     return points
 
 
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """What the Powertools logger writes, as it writes it (its handler keeps the stdout of its import,
+    which pytest's capture does not read back)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    """The Powertools logger's JSON lines (not EMF)."""
+    lines = []
+    for line in stream.getvalue().splitlines():
+        if line.startswith("{") and '"_aws"' not in line:
+            doc = json.loads(line)
+            if "level" in doc and "message" in doc:
+                lines.append(doc)
+    return lines
+
+
 def named(points: list[Point], name: str) -> list[Point]:
     return [p for p in points if p.name == name]
 
 
-def test_a_jobs_life_emits_its_metrics(client: Client, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_jobs_life_emits_its_metrics(
+    client: Client, capfd: pytest.CaptureFixture[str], logged: io.StringIO
+) -> None:
     # A real zyra command that fails (the folder it scans does not exist): submitted, queued, started,
     # run, failed; each step is a data point.
     submitted = client.submit({"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}})
@@ -69,7 +100,8 @@ def test_a_jobs_life_emits_its_metrics(client: Client, capfd: pytest.CaptureFixt
     done = client.call("GET", f"/v1/jobs/{submitted.json()['job_id']}").json()
     assert done["status"] == "failed"
 
-    points = emf_points(capfd.readouterr().out)
+    output = capfd.readouterr().out
+    points = emf_points(output)
     zyra = {"service": "jobgate", "command_set": "zyra"}
     assert [(p.value, p.dimensions) for p in named(points, "JobsSubmitted")] == [(1, zyra)]  # not the 422
     assert [(p.value, p.dimensions) for p in named(points, "JobsStarted")] == [(1, zyra)]
@@ -87,6 +119,43 @@ def test_a_jobs_life_emits_its_metrics(client: Client, capfd: pytest.CaptureFixt
     assert 0 < run.value < 60
     assert 0 <= overhead.value < 60
     assert not named(points, "AwsRetries")  # nothing was throttled
+
+    # Every line the worker logs for the job names it, its tenant, its attempt and the invocation.
+    job_id = submitted.json()["job_id"]
+    worker_lines = [line for line in log_lines(logged) if line.get("function_name") == "worker"]
+    assert {"job started", "job exited", "job finished"} <= {line["message"] for line in worker_lines}
+    for line in worker_lines:
+        assert line["job_id"] == job_id and line["tenant"] == "default" and line["attempt"] == 1, line
+        assert line["function_request_id"]
+
+
+def test_a_failed_record_logs_why(client: Client, logged: io.StringIO) -> None:
+    # A message that is no job message (a bad body): the record fails, comes back, and says so.
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=client.resources.queue_url, MessageBody='{"job": 1}')
+    assert client.run_worker() == 1
+    failed = [line for line in log_lines(logged) if line["level"] == "ERROR"]
+    assert [line["message"] for line in failed][
+        -1
+    ] == "record failed; it comes back after its visibility timeout"
+    assert failed[-1]["message_id"] and "ValidationError" in failed[-1]["error"]
+
+
+def test_api_lines_name_the_request_tenant_and_job(client: Client, logged: io.StringIO) -> None:
+    job_id = client.submit(
+        {"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}}
+    ).json()["job_id"]
+    submit = [line for line in log_lines(logged) if line.get("function_name") == "api"][-1]
+    assert (submit["method"], submit["status"], submit["job_id"]) == ("POST", 202, job_id)  # it made the job
+    logged.seek(0)
+    logged.truncate()
+    client.call("DELETE", f"/v1/jobs/{job_id}")
+    lines = [line for line in log_lines(logged) if line.get("function_name") == "api"]
+    assert [(line["message"], line["method"], line["status"]) for line in lines][-1:] == [
+        ("request", "DELETE", 200)
+    ]
+    for line in lines:
+        assert line["job_id"] == job_id and line["tenant"] == "default" and line["request_id"], line
 
 
 def test_websocket_deliveries_and_gone_connections_are_counted(
