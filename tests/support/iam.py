@@ -597,6 +597,8 @@ def symbolic_resources(
         elif kind == "AWS::IAM::Role":
             refs[lid] = name
             attributes[(lid, "Arn")] = f"arn:aws:iam::{ACCOUNT}:role/{name}"
+        elif kind == "AWS::SecretsManager::Secret":  # Ref is the ARN, with the suffix AWS adds
+            refs[lid] = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
     return refs, attributes
 
 
@@ -641,6 +643,12 @@ def _resources(
             raise AnalysisError(f"JOBGATE_WS_MANAGEMENT_URL {url!r} names no API and stage")
         api, stage = match.groups()
         return [f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api}/{stage}/POST/@connections/some-connection"]
+    if call.service == "secretsmanager":
+        # The secrets a function reads are the ones its settings name by ARN.
+        secrets = sorted(v for v in environment.values() if v.startswith("arn:aws:secretsmanager:"))
+        if not secrets:
+            raise AnalysisError(f"{call.where}: reads a secret, and its environment names none")
+        return secrets
     raise AnalysisError(f"{call.where}: no resource known for {call.service}")
 
 

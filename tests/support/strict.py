@@ -38,6 +38,7 @@ ADMIN = {
     "AWS_SESSION_TOKEN": "testing",
 }
 _CREDENTIAL_VARIABLES = tuple(ADMIN)
+API_KEY = "integration-test-key-0123456789"  # the bootstrap key (tests.integration.conftest.API_KEY)
 
 
 class _Current:
@@ -99,6 +100,7 @@ class StrictAws:
 
     endpoint_url: str
     template: Template
+    api_key_secret: str = ""  # the ARN of the secret holding API_KEY
     roles: dict[str, RoleSpec] = field(default_factory=dict)  # function folder name -> its role
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)  # folder name -> credentials
 
@@ -135,8 +137,19 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
     try:
         server.wait_ready(60)
         endpoint = server.endpoint_url
-        template = load_template(TEMPLATE, {"ApiKey": "integration-test-key-0123456789"})
-        refs = {**resources, "WebSocketApi": "localws"}
+        template = load_template(TEMPLATE, {"ApiKey": API_KEY})
+        # The bootstrap key's secret, as the stack makes it (its ARN, with the suffix AWS adds, is
+        # what the API's and WebSocket's roles are granted).
+        secrets = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id=ADMIN["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ADMIN["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=ADMIN["AWS_SESSION_TOKEN"],
+        )
+        secret_arn = secrets.create_secret(Name="jobgate-api-key-test", SecretString=API_KEY)["ARN"]
+        refs = {**resources, "WebSocketApi": "localws", "ApiKeySecret": secret_arn}
         attributes = {}
         for lid, name in resources.items():
             kind = template.resources.get(lid, {}).get("Type")
@@ -154,7 +167,7 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
         specs = role_specs(template, resolver)
         create_roles(endpoint, specs)
         folders = _folder_of(template, resolver)
-        strict = StrictAws(endpoint, template)
+        strict = StrictAws(endpoint, template, api_key_secret=secret_arn)
         for function, spec in specs.items():
             folder = folders[function]
             strict.roles[folder] = spec

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     bucket_name: str = Field(min_length=1)
 
     api_key: SecretStr | None = None
+    # On AWS the bootstrap key is not in the environment: this names the Secrets Manager secret that
+    # holds it (its ARN), read once per cold start (wiring.ApiServices.authenticator).
+    api_key_secret: str | None = None
     default_tenant: str = "default"
 
     worker_timeout_s: int = Field(default=900, ge=10, le=900)

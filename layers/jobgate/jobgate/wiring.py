@@ -15,6 +15,7 @@ from jobgate.adapters.events import EventStore
 from jobgate.adapters.keys import KeyStore
 from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
+from jobgate.adapters.secrets import SecretReader
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
@@ -135,13 +136,20 @@ class ApiServices:
 
     @cached_property
     def authenticator(self) -> Authenticator:
-        bootstrap = self.settings.api_key
         return Authenticator(
             self.keys,
-            bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+            bootstrap_key=self.bootstrap_key(),
             bootstrap_tenant=self.settings.default_tenant,
             tenant_claim=self.settings.jwt_tenant_claim,
         )
+
+    def bootstrap_key(self) -> str | None:
+        """The bootstrap API key: from its secret when the settings name one (on AWS), else from the
+        settings themselves (tests, a local run without the stack)."""
+        if self.settings.api_key_secret:
+            return SecretReader(aws.secretsmanager(self.budget)).value(self.settings.api_key_secret)
+        bootstrap = self.settings.api_key
+        return bootstrap.get_secret_value() if bootstrap else None
 
     @cached_property
     def limits(self) -> LimitStore:

@@ -87,6 +87,8 @@ def classify(request: StrictRequest, service: str, region: str, account: str) ->
         _sqs(request, call)
     elif service == "s3":
         _s3(request, call)
+    elif service == "secretsmanager":
+        _secretsmanager(request, call)
     else:
         _generic(request, call)
     return call
@@ -299,6 +301,21 @@ def _keys_to_delete(body: bytes) -> list[str]:
     except ElementTree.ParseError:
         return []
     return [element.text or "" for element in root.iter() if element.tag.rsplit("}", 1)[-1] == "Key"]
+
+
+# -- Secrets Manager ----------------------------------------------------------------------------------
+
+
+def _secretsmanager(request: StrictRequest, call: Call) -> None:
+    """A call naming a secret is authorised on that secret: its ARN when the caller gives one (a name
+    alone is matched as the ARN AWS would complete, with any suffix)."""
+    _generic(request, call)
+    secret = request.json.get("SecretId")
+    if not isinstance(secret, str) or not secret:
+        return
+    if not secret.startswith("arn:"):
+        secret = f"arn:aws:secretsmanager:{call.region}:{call.account}:secret:{secret}"
+    call.permissions[-1] = (call.permissions[-1][0], secret)
 
 
 # -- the rest: the action from the operation, on "*" ---------------------------------------------------

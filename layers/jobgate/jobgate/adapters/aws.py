@@ -35,6 +35,7 @@ from jobgate import observability as obs
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 # botocore's standard retry mode: the sleep before retry i (1-based) is rand(0, 1) * min(scale * 2**(i-1),
@@ -173,6 +174,10 @@ def sqs(budget: Budget = API) -> SQSClient:
 
 def s3(budget: Budget = API) -> S3Client:
     return _client("s3", budget)  # type: ignore[no-any-return]
+
+
+def secretsmanager(budget: Budget = API) -> SecretsManagerClient:
+    return _client("secretsmanager", budget)  # type: ignore[no-any-return]
 
 
 def reset_clients() -> None:
