@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError
 from jobgate import observability as obs
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -178,6 +179,10 @@ def s3(budget: Budget = API) -> S3Client:
 
 def secretsmanager(budget: Budget = API) -> SecretsManagerClient:
     return _client("secretsmanager", budget)  # type: ignore[no-any-return]
+
+
+def cloudformation(budget: Budget = API) -> CloudFormationClient:
+    return _client("cloudformation", budget)  # type: ignore[no-any-return]
 
 
 def reset_clients() -> None:

@@ -1,4 +1,4 @@
-"""SQS adapter: hands a job id to the workers."""
+"""SQS adapters: hand a job id to the workers; move messages from a dead-letter queue back."""
 
 from __future__ import annotations
 
@@ -35,3 +35,53 @@ class JobQueue:
             self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])
         except (ClientError, BotoCoreError) as exc:
             raise QueueError(f"Queue unreachable: {exc}") from exc
+
+
+class QueueMover:
+    """Moves messages between queues as an operator redrives a dead-letter queue: each one sent to
+    the destination before it is deleted from the source, so a failure leaves it in one or both
+    (a duplicate the consumers already tolerate), never in neither."""
+
+    def __init__(self, client: SQSClient) -> None:
+        self._sqs = client
+
+    def move(self, source_url: str, destination_url: str, *, limit: int) -> int:
+        """Move up to `limit` messages (body and attributes); answer how many moved."""
+        moved = 0
+        try:
+            while moved < limit:
+                got = self._sqs.receive_message(
+                    QueueUrl=source_url,
+                    MaxNumberOfMessages=min(10, limit - moved),
+                    MessageAttributeNames=["All"],
+                    VisibilityTimeout=60,
+                    WaitTimeSeconds=1,
+                )
+                messages = got.get("Messages", [])
+                if not messages:
+                    break
+                for message in messages:
+                    attributes = message.get("MessageAttributes", {})
+                    if attributes:
+                        self._sqs.send_message(
+                            QueueUrl=destination_url,
+                            MessageBody=message["Body"],
+                            MessageAttributes=attributes,
+                        )
+                    else:
+                        self._sqs.send_message(QueueUrl=destination_url, MessageBody=message["Body"])
+                    self._sqs.delete_message(QueueUrl=source_url, ReceiptHandle=message["ReceiptHandle"])
+                    moved += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"Could not move messages after {moved}: {exc}") from exc
+        return moved
+
+    def depth(self, queue_url: str) -> int:
+        """Messages waiting in the queue (SQS's approximate count)."""
+        try:
+            got = self._sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"Queue unreachable: {exc}") from exc
+        return int(got["Attributes"].get("ApproximateNumberOfMessages", "0"))
