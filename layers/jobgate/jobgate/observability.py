@@ -1,4 +1,4 @@
-"""The one place that creates the Powertools logger and metrics, and names every metric jobgate emits.
+"""The one place that creates the Powertools logger and emits metrics (each metric named here).
 
 No X-Ray tracer: Lambda's own tracing (Tracing: Active in template.yaml) records each invocation, and
 importing the X-Ray SDK costs ~100 ms of cold start for segments nothing here adds.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.base import FailureResponse
@@ -24,7 +24,6 @@ SERVICE = "jobgate"
 NAMESPACE = "Jobgate"
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 # The metrics' names, as the template's alarms and dashboard read them.
 JOBS_SUBMITTED = "JobsSubmitted"
