@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _baseline_cost(ref: str, tmp: Path, quick: bool) -> Path | None:
-    """Bench 8 on the code at `ref`, now, on this machine: its handlers from a worktree of that commit
-    (its layer first on PYTHONPATH), everything else from this checkout. None when it cannot run."""
+    """Bench 8 on the code at `ref`, now, on this machine: its handlers and its template from a worktree
+    of that commit (its layer first on PYTHONPATH), the local stack and the bench from this checkout.
+    None when it cannot run."""
     tree = tmp / "baseline-tree"
     out = tmp / "cost-baseline.json"
     added = subprocess.run(

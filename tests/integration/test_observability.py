@@ -20,6 +20,7 @@ from jobgate.observability import logger
 from tests.integration.conftest import Client
 from tests.integration.test_job_events import parts  # noqa: F401 (a fixture)
 from tests.integration.test_store import new_job
+from tests.support.strict import StrictAws
 
 pytestmark = pytest.mark.zyra
 
@@ -176,3 +177,20 @@ def test_websocket_deliveries_and_gone_connections_are_counted(
     points = emf_points(capfd.readouterr().out)
     assert [p.value for p in named(points, "WebSocketDeliveries")] == [3]  # one point for the batch
     assert [p.value for p in named(points, "WebSocketGone")] == [1]
+
+
+def test_aws_retries_are_counted_by_service(
+    client: Client, aws_faults: StrictAws, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    aws_faults.faults(rate=1.0, kinds=["throttle"], services=["sqs"])  # every SendMessage throttled
+    try:
+        client.submit({"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}})
+    finally:
+        aws_faults.faults(rate=0.0)
+    retries = named(emf_points(capfd.readouterr().out), "AwsRetries")
+    assert retries, "no retry was counted"
+    assert {tuple(sorted(p.dimensions.items())) for p in retries} == {
+        (("aws_service", "sqs"), ("service", "jobgate"))
+    }
+    assert sum(p.value for p in retries) >= 2  # the API's budget: three attempts a call
