@@ -62,8 +62,10 @@ def test_environment_merges_globals_and_the_functions_own_with_references_resolv
     assert api_env["JOBGATE_QUEUE_URL"] == "phys-JobsQueue"
     assert api_env["JOBGATE_BUCKET_NAME"] == "phys-DataBucket"
     assert api_env["JOBGATE_WORKER_TIMEOUT_S"] == "120"
-    assert api_env["JOBGATE_API_KEY"] == API_KEY
-    assert "JOBGATE_API_KEY" not in configs["WorkerFunction"].environment
+    # The bootstrap key is never in an environment: the API names its secret, the worker not even that.
+    assert api_env["JOBGATE_API_KEY_SECRET"] == "phys-ApiKeySecret"
+    assert API_KEY not in api_env.values()
+    assert "JOBGATE_API_KEY_SECRET" not in configs["WorkerFunction"].environment
     assert configs["WorkerFunction"].environment["JOBGATE_TABLE_NAME"] == "phys-JobsTable"
 
 
