@@ -211,6 +211,7 @@ class SubscriptionService:
         if tenant is None:
             self._publisher.send(connection_id, _error("unknown_connection", "Connect again.", job_id))
             return
+        logger.append_keys(tenant=tenant)  # the rest of this route's lines name it
         try:
             job = self._jobs.get(job_id, tenant=tenant)
         except NotFound:
