@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -17,9 +18,11 @@ import pytest
 from jobgate.models import JobEvent
 from jobgate.observability import logger
 
-from tests.integration.conftest import Client
+from tests.integration.conftest import API_KEY, Client
 from tests.integration.test_job_events import parts  # noqa: F401 (a fixture)
 from tests.integration.test_store import new_job
+from tests.support.aws import Resources
+from tests.support.lambdas import HttpAnswer, call_api, load_handler, pump
 from tests.support.strict import StrictAws
 
 pytestmark = pytest.mark.zyra
@@ -130,27 +133,34 @@ def test_a_jobs_life_emits_its_metrics(
         assert line["function_request_id"]
 
 
-def test_a_failed_record_logs_why(client: Client, logged: io.StringIO) -> None:
+def test_a_failed_record_logs_why(
+    stack_env: Resources, monkeypatch: pytest.MonkeyPatch, logged: io.StringIO
+) -> None:
     # A message that is no job message (a bad body): the record fails, comes back, and says so.
-    sqs = boto3.client("sqs")
-    sqs.send_message(QueueUrl=client.resources.queue_url, MessageBody='{"job": 1}')
-    assert client.run_worker() == 1
+    monkeypatch.setenv("JOBGATE_WARM_COMMAND_SETS", "false")  # no job runs: no zygote to warm
+    worker = load_handler("worker")
+    boto3.client("sqs").send_message(QueueUrl=stack_env.queue_url, MessageBody='{"job": 1}')
+    assert pump(worker, stack_env.queue_url) == 1
     failed = [line for line in log_lines(logged) if line["level"] == "ERROR"]
-    assert [line["message"] for line in failed][
-        -1
-    ] == "record failed; it comes back after its visibility timeout"
+    assert failed[-1]["message"] == "record failed; it comes back after its visibility timeout"
     assert failed[-1]["message_id"] and "ValidationError" in failed[-1]["error"]
 
 
-def test_api_lines_name_the_request_tenant_and_job(client: Client, logged: io.StringIO) -> None:
-    job_id = client.submit(
-        {"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}}
-    ).json()["job_id"]
+def api_call(api: ModuleType, method: str, path: str, **kwargs: Any) -> HttpAnswer:
+    """The API alone (no worker, no zygote to start): what a client sees."""
+    return call_api(api, method, path, headers={"X-API-Key": API_KEY}, **kwargs)
+
+
+SCAN = {"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}}
+
+
+def test_api_lines_name_the_request_tenant_and_job(api_fn: ModuleType, logged: io.StringIO) -> None:
+    job_id = api_call(api_fn, "POST", "/v1/jobs", body=SCAN).json()["job_id"]
     submit = [line for line in log_lines(logged) if line.get("function_name") == "api"][-1]
     assert (submit["method"], submit["status"], submit["job_id"]) == ("POST", 202, job_id)  # it made the job
     logged.seek(0)
     logged.truncate()
-    client.call("DELETE", f"/v1/jobs/{job_id}")
+    api_call(api_fn, "DELETE", f"/v1/jobs/{job_id}")
     lines = [line for line in log_lines(logged) if line.get("function_name") == "api"]
     assert [(line["message"], line["method"], line["status"]) for line in lines][-1:] == [
         ("request", "DELETE", 200)
@@ -180,12 +190,12 @@ def test_websocket_deliveries_and_gone_connections_are_counted(
 
 
 def test_aws_retries_are_counted_by_service(
-    client: Client, aws_faults: StrictAws, capfd: pytest.CaptureFixture[str]
+    api_fn: ModuleType, aws_faults: StrictAws, capfd: pytest.CaptureFixture[str]
 ) -> None:
     capfd.readouterr()
     aws_faults.faults(rate=1.0, kinds=["throttle"], services=["sqs"])  # every SendMessage throttled
     try:
-        client.submit({"stage": "process", "command": "scan-frames", "args": {"frames_dir": "no"}})
+        api_call(api_fn, "POST", "/v1/jobs", body=SCAN)
     finally:
         aws_faults.faults(rate=0.0)
     retries = named(emf_points(capfd.readouterr().out), "AwsRetries")
