@@ -144,6 +144,7 @@ def test_a_failed_record_logs_why(
     failed = [line for line in log_lines(logged) if line["level"] == "ERROR"]
     assert failed[-1]["message"] == "record failed; it comes back after its visibility timeout"
     assert failed[-1]["message_id"] and "ValidationError" in failed[-1]["error"]
+    assert failed[-1]["receive_count"] == "1"
 
 
 def api_call(api: ModuleType, method: str, path: str, **kwargs: Any) -> HttpAnswer:

@@ -78,7 +78,14 @@ class LoggedBatchProcessor(BatchProcessor):
         logger.error(
             "record failed; it comes back after its visibility timeout",
             message_id=getattr(record, "message_id", None),
-            receive_count=getattr(getattr(record, "attributes", None), "approximate_receive_count", None),
+            receive_count=_attributes(record).get("ApproximateReceiveCount"),
             error=f"{kind.__name__ if kind else 'Exception'}: {value}",
         )
         return super().failure_handler(record, exception)
+
+
+def _attributes(record: Any) -> dict[str, Any]:
+    """An SQS record's attributes as SQS sent them (an event may leave any of them out)."""
+    raw = getattr(record, "raw_event", None)
+    attributes = raw.get("attributes") if isinstance(raw, dict) else None
+    return attributes if isinstance(attributes, dict) else {}
