@@ -131,7 +131,7 @@ def _import_self_times(code: str, *args: str, cwd: Path | None = None) -> dict[s
 
 
 def main(args: argparse.Namespace) -> BenchResult:
-    rounds = 2 if args.quick else 5
+    rounds = 2 if args.quick else 9
     result = BenchResult("cold_start", "5. Cold start: each handler's init vs bare fastapi+mangum+boto3")
     samples: dict[str, list[float]] = {name: [] for name in ("floor", "floor_powertools", *FUNCTIONS)}
     fork_job: list[float] = []

@@ -30,6 +30,9 @@ import numpy as np
 from jobgate_local.testing import DevProcess, launch_dev
 
 ROOT = Path(__file__).resolve().parents[1]
+# The code the in-process handlers run: this checkout, or another one (bench/run.py runs bench 8 on the
+# code it compares with too, from a worktree of it, with its layer first on PYTHONPATH).
+CODE_ROOT = Path(os.environ.get("JOBGATE_BENCH_CODE_ROOT") or ROOT)
 TEMPLATE = ROOT / "template.yaml"
 BENCH_API_KEY = "bench-api-key-0123456789abcdef"
 # The job limits are per tenant and would refuse a benchmark's bursts (429): turned off (0) here.
@@ -108,7 +111,8 @@ def figure_line(fig: Figure) -> str:
         return f"{fig.label}: not measured yet ({fig.note})"
     text = f"{fig.label}: {fmt(fig.value, fig.unit)}"
     if fig.peer_value is not None:
-        text += f" | {fig.peer_label}: {fmt(fig.peer_value, fig.unit)} | ratio {fig.ratio:.2f}x"
+        text += f" | {fig.peer_label}: {fmt(fig.peer_value, fig.unit)}"
+        text += f" | ratio {fig.ratio:.2f}x" if fig.ratio is not None else ""
     if fig.target:
         verdict = {True: "met", False: "MISSED", None: "-"}[fig.met]
         text += f" | target {fig.target}: {verdict}"
@@ -129,6 +133,9 @@ def bench_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", type=Path, help="write the result there (bench/run.py reads it)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
+    parser.add_argument(
+        "--baseline", type=Path, help="this bench's JSON from the code it is compared with (bench 8)"
+    )
     return parser.parse_args(argv)
 
 
@@ -251,6 +258,47 @@ def dev_stack(
                 dev.stop()
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds it used, its reaped children's included), for every process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            # After the command: state, ppid, ..., utime (12), stime, cutime, cstime (15), 0-based from state.
+            cpu = sum(int(f) for f in fields[11:15]) / ticks
+            table[int(entry.name)] = (int(fields[1]), cpu)
+    return table
+
+
+def cpu_by_part(dev: DevProcess) -> dict[str, float]:
+    """CPU seconds used so far by each part of the local stack: moto, each function's sandboxes (with
+    the zygote and the jobs they fork), and the stack's own process (gateways, SQS pollers)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(root: int) -> float:
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            todo += children.get(pid, [])
+        return total
+
+    parts: dict[str, float] = {}
+    if dev.state.get("moto_pid"):
+        parts["moto"] = tree(int(dev.state["moto_pid"]))
+    for logical_id in dev.state.get("functions", {}):
+        parts[logical_id] = sum(tree(pid) for pid in function_pids(dev, logical_id))
+    own = table.get(int(dev.state["pid"]), (0, 0.0))[1]
+    parts["stack (gateways, pollers)"] = own
+    return parts
+
+
 def api_client(dev: DevProcess, timeout: float = 60.0) -> httpx.Client:
     return httpx.Client(base_url=dev.http_url, headers={"X-API-Key": dev.api_key}, timeout=timeout)
 
@@ -336,6 +384,24 @@ def zyra_env(workdir: Path) -> dict[str, str]:
     return env
 
 
+# The peers' server processes by base URL, for the benches that read their CPU time.
+PEER_PIDS: dict[str, list[int]] = {}
+
+
+def cpu_of(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by these processes and all their descendants."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, list(pids)
+    while todo:
+        pid = todo.pop()
+        total += table.get(pid, (0, 0.0))[1]
+        todo += children.get(pid, [])
+    return total
+
+
 @contextlib.contextmanager
 def zyra_api_server(workdir: Path) -> Iterator[str]:
     """zyra's own API server (`uvicorn zyra.api.server:app`) on a free loopback port; its base URL."""
@@ -348,6 +414,7 @@ def zyra_api_server(workdir: Path) -> Iterator[str]:
         stderr=(workdir / "zyra-api.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
+    PEER_PIDS[url] = [proc.pid]
     try:
         wait_http(f"{url}/docs", timeout=120, proc=proc)
         yield url
@@ -358,6 +425,130 @@ def zyra_api_server(workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer this machine cannot run; the benchmark reports it as skipped, with why."""
+
+
+def rq_peer_missing() -> str | None:
+    """Why zyra's production mode (RQ workers on Redis) cannot run here, or None when it can."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        return "no `redis-server` on PATH (Debian: apt-get install redis-server; `make bench` does, as root)"
+    if importlib.util.find_spec("rq") is None or not Path(sys.executable).with_name("rq").exists():
+        return "the `rq` package is not installed (`make bench` installs `rq<2`, which zyra's API works with)"
+    return None
+
+
+@contextlib.contextmanager
+def zyra_rq_server(workdir: Path, workers: int = 2) -> Iterator[str]:
+    """zyra's API in its production mode: async jobs on `workers` RQ workers over a private Redis.
+
+    Raises PeerUnavailable when Redis or rq is missing. Redis runs on a free loopback port with no
+    persistence; everything started here is stopped on the way out.
+    """
+    missing = rq_peer_missing()
+    if missing:
+        raise PeerUnavailable(missing)
+    redis_port = free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = {**zyra_env(workdir), "ZYRA_USE_REDIS": "1", "ZYRA_REDIS_URL": redis_url, "REDIS_URL": redis_url}
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (workdir / "zyra-rq.log").open("wb")
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        _wait_port(redis_port, procs[0])
+        rq = str(Path(sys.executable).with_name("rq"))
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [rq, "worker", "zyra", "--url", redis_url],
+                    cwd=workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        port = free_port()
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "zyra.api.server:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(api)
+        url = f"http://127.0.0.1:{port}"
+        PEER_PIDS[url] = [proc.pid for proc in procs]
+        wait_http(f"{url}/docs", timeout=120, proc=api)
+        yield url
+    finally:
+        for proc in reversed(procs):  # the API, the workers, then Redis: nobody loses its server first
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"port {port}: the server exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def zyra_async_run(
+    zyra: httpx.Client, request: dict[str, Any], timeout: float = 120.0, every_s: float = 0.02
+) -> dict[str, Any]:
+    """One async job on zyra's API, from submit to its end, polled every `every_s`; the last status."""
+    answer = zyra.post("/v1/cli/run", json={**request, "mode": "async"}).json()
+    job_id = answer["job_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = zyra.get(f"/v1/jobs/{job_id}").json()
+        if status.get("status") in ("succeeded", "failed", "canceled"):
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"zyra's job {job_id} did not end within {timeout:.0f} s")
+        time.sleep(every_s)
 
 
 def zyra_heatmap_args(input_path: Path, output: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from common import ROOT, aws_env
+from common import CODE_ROOT, aws_env
 
 
 @dataclass
@@ -51,19 +51,37 @@ def stack_environment(endpoint_url: str, resources: Mapping[str, str], api_key: 
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "Jobgate",
+        # A work root of this process's own: a worker's cold start empties its work root, and other
+        # workers on this machine (the local stack's, other people's) clean the shared default one.
+        "JOBGATE_WORK_ROOT": _private_work_root(),
     }
 
 
-def load_handler(function: str, env: Mapping[str, str]) -> ModuleType:
-    """Import functions/<function>/app.py as Lambda's init does, with ``env`` set first."""
+def _private_work_root() -> str:
+    import atexit
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="jobgate-bench-work-")
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def load_handler(function: str, env: Mapping[str, str], *, fresh_clients: bool = True) -> ModuleType:
+    """Import functions/<function>/app.py as Lambda's init does, with ``env`` set first.
+
+    With ``fresh_clients=False`` the handler shares the boto3 clients handlers loaded before it made
+    (as one process would), so hooks on those clients see its calls too.
+    """
     os.environ.update(env)
     from jobgate.adapters import aws
     from jobgate.settings import load_settings
 
     load_settings.cache_clear()
-    aws.reset_clients()
+    if fresh_clients:
+        aws.reset_clients()
     name = f"_bench_fn_{function}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
+    spec = importlib.util.spec_from_file_location(name, CODE_ROOT / "functions" / function / "app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -156,3 +174,32 @@ def counting_calls() -> Iterator[CallLog]:
         for client in clients:
             client.meta.events.unregister("before-call", unique_id="bench-before")
             client.meta.events.unregister("after-call", unique_id="bench-after")
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source hands a function for these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {
+                        "stringValue": v.get("StringValue"),
+                        "binaryValue": v.get("BinaryValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": v["DataType"],
+                    }
+                    for k, v in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in messages
+        ]
+    }

@@ -44,7 +44,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     message = job_message(record)
     logger.append_keys(job_id=message.job_id)
     job = _worker.handle(
-        message.job_id, remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000
+        message.job_id,
+        remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
+        tenant=message.tenant,
     )
     if job is not None:
         metrics.add_metric(name=f"Jobs_{job.status.value}", unit="Count", value=1)

@@ -86,7 +86,11 @@ def test_a_finish_whose_answer_was_lost_is_still_announced(
     client: Client, asset: str, drop_once: Callable[..., DropOnce], events: EventStore, store: JobStore
 ) -> None:
     job_id = client.submit(_heatmap(asset)).json()["job_id"]
-    drop = drop_once("UpdateItem", lambda body: ":finished_at" in body.get("ExpressionAttributeValues", {}))
+    # The end is one transaction: the job's terminal write and its last events.
+    drop = drop_once(
+        "TransactWriteItems",
+        lambda body: ":finished_at" in body["TransactItems"][0]["Update"]["ExpressionAttributeValues"],
+    )
     client.run_worker()
     assert drop.dropped, "no finish was dropped"
     done = store.get(job_id)
@@ -122,14 +126,20 @@ def test_a_submission_whose_write_answer_was_lost_is_accepted_and_queued(
 
 
 def test_a_cancel_whose_answer_was_lost_answers_the_cancelled_job(
-    client: Client, asset: str, drop_once: Callable[..., DropOnce]
+    client: Client, asset: str, drop_once: Callable[..., DropOnce], events: EventStore
 ) -> None:
     job_id = client.submit(_heatmap(asset)).json()["job_id"]
-    drop = drop_once("UpdateItem", lambda body: ":finished_at" in body.get("ExpressionAttributeValues", {}))
+    # The end is one transaction: the job's terminal write and its status event.
+    drop = drop_once(
+        "TransactWriteItems",
+        lambda body: ":finished_at" in body["TransactItems"][0]["Update"]["ExpressionAttributeValues"],
+    )
     answer = call_api(client.api, "DELETE", f"/v1/jobs/{job_id}", headers={"X-API-Key": API_KEY})
     assert drop.dropped, "no cancel was dropped"
     assert answer.status == 200, answer.body  # not 409 "has already ended": it ended by this very cancel
     assert answer.json()["status"] == "cancelled"
+    assert _statuses(events, job_id)[-1] == "cancelled"  # its status event once, with its end
+    assert _statuses(events, job_id).count("cancelled") == 1
 
 
 def test_a_resubmission_of_a_job_whose_send_failed_sends_it(

@@ -116,7 +116,7 @@ def new_job(store: JobStore) -> Callable[..., Job]:
 @pytest.fixture
 def worker_for(tmp_path: Path) -> Callable[..., WorkerService]:
     def build(store: JobStore, blobs: BlobStore, behaviour: Behaviour, **config: Any) -> WorkerService:
-        settings: dict[str, Any] = {"lease_s": 2, "heartbeat_s": 0.2, "work_root": tmp_path / "work"}
+        settings: dict[str, Any] = {"lease_s": 2, "pulse_s": 0.2, "work_root": tmp_path / "work"}
         settings.update(config)
         return WorkerService(
             store,

@@ -285,8 +285,11 @@ def job_events(stack: DevProcess, job_id: str) -> list[dict[str, Any]]:
     while True:
         page = ddb.query(**query)
         for item in page["Items"]:
-            event = TypeDeserializer().deserialize(item["event"])
-            events.append({"sk": item["sk"]["S"], **event})
+            # Events written together are one item (a page keyed by its last event's number); records
+            # written before pages hold one event each.
+            stored = item["events"] if "events" in item else {"L": [item["event"]]}
+            for event in TypeDeserializer().deserialize(stored):
+                events.append({"sk": item["sk"]["S"], **event})
         if "LastEvaluatedKey" not in page:
             return events
         query["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -272,11 +272,23 @@ def test_soak_every_job_ends_once_as_it_should_and_every_output_is_what_s3_holds
             "outputs_checked": outputs_checked,
             "seconds": round(elapsed, 1),
             "wrong": len(wrong),
+            "wrong_examples": wrong[:5],
+            "kinds": dict(sorted(Counter(sub.kind for sub in ids.values()).items())),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": _commit(),
         }
     )
     assert sum(faults.get("injected", {}).values()) > 0, faults  # the soak did meet faults
     assert len(killer.killed) == KILLS, f"{len(killer.killed)} workers killed mid-job, not {KILLS}"
     assert not wrong, "\n".join(wrong[:30])
+
+
+def _commit() -> str:
+    import subprocess
+
+    argv = ["git", "rev-parse", "--short", "HEAD"]
+    found = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return found.stdout.strip() or "unknown"
 
 
 def _story(stack: DevProcess, job_id: str) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobgate.models import Job
 
 
 class JobgateError(Exception):
@@ -36,7 +39,16 @@ class RunIdConflict(Conflict):
 
 
 class InvalidTransition(Conflict):
+    """A conditional write of a job missed. `current` is the job as the write found it, when the store
+    said (DynamoDB answers it with the refusal, so no read is needed to decide what to do next)."""
+
     title, type_slug = "Job is not in a state that allows this", "invalid-transition"
+
+    def __init__(
+        self, detail: str, *, current: Job | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail, extra=extra)
+        self.current = current
 
 
 class ValidationFailed(JobgateError):

@@ -78,6 +78,14 @@ class Output(BaseModel):
     sha256: str | None = None
 
 
+class InputObject(BaseModel):
+    """Where an input asset's file is, recorded with the job so the worker stages it without reading
+    the asset (its file name is the key's last part)."""
+
+    key: str
+    size: int
+
+
 class JobRequest(BaseModel):
     """What a client submits; `args` are keyed by the command's argparse dest names."""
 
@@ -128,6 +136,7 @@ class Job(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     argv: list[str] = Field(default_factory=list)
     inputs: dict[str, str] = Field(default_factory=dict)
+    input_objects: dict[str, InputObject] = Field(default_factory=dict)  # by asset id; may be left out
     status: JobStatus = JobStatus.QUEUED
     progress: float = 0.0
     exit_code: int | None = None
@@ -148,6 +157,7 @@ class Job(BaseModel):
     cancel_requested: bool = False
     lease_until: int | None = None  # epoch milliseconds: compared in DynamoDB conditions
     event_seq: int = 0  # the last event's number (WebSocket stream)
+    watchers: int = 0  # WebSocket subscriptions (it may overstate: expired ones are not counted off)
     requeues: int = 0  # times the sweeper re-sent this queued spell's message (it failed to send)
     queued_at: datetime | None = None  # when it last became queued (written, unblocked, retried)
     enqueued_at: datetime | None = None  # when that spell's message was confirmed sent to the queue

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     lease_s: int = Field(default=30, ge=2)
     # Where the worker makes each job's work folder; emptied at every cold start (default: under TMPDIR).
     work_root: Path | None = None
+    # How often a running attempt reads its job between renewals of its lease (every third of
+    # lease_s): how soon a cancel request, a take-over or a new WebSocket subscriber is learned.
     cancel_poll_s: float = Field(default=1.0, gt=0)
     job_ttl_days: int = Field(default=30, ge=1)
     sync_poll_s: float = Field(default=0.25, gt=0)  # longest interval between sync-mode reads

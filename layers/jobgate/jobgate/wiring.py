@@ -189,8 +189,9 @@ def build_worker(
     services = ApiServices(settings, registry, aws.BACKGROUND)
     config = WorkerConfig(
         lease_s=settings.lease_s,
-        # A cancel request is learned at the next renewal of the lease.
-        heartbeat_s=settings.cancel_poll_s,
+        # The lease is renewed every third of itself; in between, the attempt reads its job this often
+        # (a cancel request, a take-over, a new subscriber are learned then).
+        pulse_s=settings.cancel_poll_s,
         cancel_poll_s=min(0.25, settings.cancel_poll_s),
         max_attempts=settings.max_attempts,
         max_log_bytes=settings.max_log_bytes,

@@ -45,8 +45,29 @@ class BlobStore:
             raise BlobError(f"Could not store {key}: {exc}") from exc
 
     def download_file(self, key: str, path: Path) -> None:
+        self._transfer_down(key, path)
+
+    def _transfer_down(self, key: str, path: Path) -> None:
         try:
             self._s3.download_file(self.bucket, key, str(path), Config=_NO_THREADS)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey"):
+                raise NotFound(f"No object {key}.") from exc
+            raise BlobError(f"Could not fetch {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BlobError(f"Could not fetch {key}: {exc}") from exc
+
+    def fetch(self, key: str, path: Path, size: int) -> None:
+        """Download an object whose size is known: one GET when it is small (download_file would ask
+        its size first, a HEAD), a parallel ranged download past the multipart threshold."""
+        if size > _NO_THREADS.multipart_threshold:
+            self._transfer_down(key, path)
+            return
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            with path.open("wb") as out:
+                for chunk in body.iter_chunks(1 << 20):
+                    out.write(chunk)
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey"):
                 raise NotFound(f"No object {key}.") from exc

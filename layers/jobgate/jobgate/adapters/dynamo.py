@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -158,6 +159,89 @@ def _guard(fn: Callable[[], T]) -> T:
         raise StoreError(f"DynamoDB unreachable: {exc}") from exc
 
 
+def items_of(
+    db: DynamoDBClient, table: str, keys: Sequence[Mapping[str, Any]], *, consistent: bool = False
+) -> list[dict[str, Any]]:
+    """The items an index query answered, read whole, in the index's order.
+
+    The table's indexes project only keys (template.yaml): a job is written four or five times, and
+    each write would otherwise be copied into every index it sits in; a list is read far less often.
+    An item gone meanwhile (its TTL) is left out.
+    """
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    wanted = [{"pk": k["pk"], "sk": k["sk"]} for k in keys]
+    for start in range(0, len(wanted), 100):
+        pending: dict[str, Any] = {table: {"Keys": wanted[start : start + 100], "ConsistentRead": consistent}}
+        while pending:
+            got = _guard(lambda: db.batch_get_item(RequestItems=pending))  # noqa: B023
+            for item in got.get("Responses", {}).get(table, []):
+                found[(item["pk"]["S"], item["sk"]["S"])] = item
+            pending = dict(got.get("UnprocessedKeys") or {})
+    return [found[key] for key in ((k["pk"]["S"], k["sk"]["S"]) for k in wanted) if key in found]
+
+
+def _job_or_none(item: Mapping[str, Any] | None) -> Job | None:
+    return Job.model_validate(_unmarshal(item)) if item else None
+
+
+def _refused_item(exc: ClientError) -> Mapping[str, Any] | None:
+    """The item a refused conditional write found (ReturnValuesOnConditionCheckFailure=ALL_OLD): on the
+    error itself for a single write, in the first cancellation reason for a transaction."""
+    response: Mapping[str, Any] = exc.response
+    if "Item" in response:
+        item: Mapping[str, Any] = response["Item"]
+        return item
+    reasons = response.get("CancellationReasons") or []
+    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+        first: Mapping[str, Any] | None = reasons[0].get("Item")
+        return first
+    return None
+
+
+def _cancelled_because(exc: ClientError) -> set[str]:
+    reasons = exc.response.get("CancellationReasons") or []
+    return {str(r.get("Code")) for r in reasons if r.get("Code") not in (None, "None")}
+
+
+@dataclass(frozen=True)
+class JobPulse:
+    """What a running attempt asks of its job between renewals: a small, strongly consistent read."""
+
+    status: JobStatus
+    attempts: int
+    cancel_requested: bool
+    watchers: int
+
+
+@dataclass(frozen=True)
+class EventCommit:
+    """Events written with the job's own write, in one transaction (see docs/architecture.md, "Live
+    events"): their items, the event counter as the writer last saw it and where it moves to, and how
+    many subscribers the writer believes the job has. The write holds only while both are as believed,
+    so a writer never numbers over another's events and always learns of a new subscriber."""
+
+    seen_seq: int
+    last_seq: int
+    watchers: int
+    items: list[dict[str, Any]]
+
+
+# A status change someone other than the job's worker makes (a cancel, the sweeper, a dead letter)
+# carries its status event in the same transaction: given the job as the change leaves it (its counter
+# and subscribers as read), the commit that numbers and stores the event.
+Announce = Callable[[Job], EventCommit]
+
+
+def _event_conditions(commit: EventCommit) -> tuple[str, dict[str, Any]]:
+    seq = "event_seq = :seen_seq"
+    if commit.seen_seq == 0:
+        seq = f"(attribute_not_exists(event_seq) OR {seq})"
+    watchers = "watchers = :seen_watchers"
+    if commit.watchers == 0:
+        watchers = f"(attribute_not_exists(watchers) OR {watchers})"
+    return f" AND {seq} AND {watchers}", {"seen_seq": commit.seen_seq, "seen_watchers": commit.watchers}
+
+
 class JobStore:
     """Jobs, run-id reservations and assets; the table's keys are described in template.yaml."""
 
@@ -174,7 +258,7 @@ class JobStore:
         A run_id the server made (`run_<job_id>`) is unique with its job: it needs no reservation.
         """
         job = _with_queued_at(job)
-        item = _new_job_item(job, self._ttl)
+        job, item = _new_job_record(job, self._ttl)
         put_job = {
             "Put": {
                 "TableName": self._table,
@@ -270,9 +354,14 @@ class JobStore:
         if cursor:
             query["ExclusiveStartKey"] = _decode_cursor(cursor, pk_name, pk_value)
         got = _guard(lambda: self._db.query(**query))
-        items = [Job.model_validate(_unmarshal(i)) for i in got.get("Items", [])]
+        items = [Job.model_validate(_unmarshal(i)) for i in self._items_of(got.get("Items", []))]
         last = got.get("LastEvaluatedKey")
         return JobPage(items=items, next_cursor=_encode_cursor(last) if last else None)
+
+    def _items_of(
+        self, keys: Sequence[Mapping[str, Any]], *, consistent: bool = False
+    ) -> list[dict[str, Any]]:
+        return items_of(self._db, self._table, keys, consistent=consistent)
 
     def _update(
         self,
@@ -304,13 +393,16 @@ class JobStore:
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
-                applied = self.find(job_id) if mine is not None else None
-                if applied is not None and applied.write_token == mine:
-                    return applied
-                raise InvalidTransition(f"Job '{job_id}' is not in a state that allows this.") from exc
+                current = _job_or_none(_refused_item(exc))
+                if mine is not None and current is not None and current.write_token == mine:
+                    return current
+                raise InvalidTransition(
+                    f"Job '{job_id}' is not in a state that allows this.", current=current
+                ) from exc
             raise StoreError(f"DynamoDB update failed: {exc.response.get('Error', {}).get('Code')}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB unreachable: {exc}") from exc
@@ -343,6 +435,131 @@ class JobStore:
             token=True,
         )
 
+    def claim_delivered(
+        self, job_id: str, *, tenant: str, now: datetime, lease_until: datetime, max_attempts: int
+    ) -> Job:
+        """Claim the job a message names, without reading it first: queued -> running, or take over a
+        running job whose lease has run out while attempts are left; a job whose cancel was asked never.
+
+        When the claim misses, InvalidTransition carries the job as it is (`current`), for the caller to
+        decide (end it, skip it, claim it as read); NotFound when there is no such job.
+        """
+        values = _values(
+            tenant=tenant,
+            queued=JobStatus.QUEUED.value,
+            running=JobStatus.RUNNING.value,
+            now=now.isoformat(),
+            now_ms=epoch_ms(now),
+            lease=epoch_ms(lease_until),
+            one=1,
+            no=False,
+            most=max_attempts,
+            gsi2=_status_index_key(tenant, JobStatus.RUNNING),
+            gsi3=_active_key(JobStatus.RUNNING),
+            gsi3sk=job_id,
+        )
+        try:
+            return self._update(
+                job_id,
+                "SET #status = :running, attempts = attempts + :one, lease_until = :lease, gsi2pk = :gsi2,"
+                " gsi3pk = :gsi3, gsi3sk = :gsi3sk, started_at = if_not_exists(started_at, :now)",
+                "attribute_exists(pk) AND tenant = :tenant"
+                " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)"
+                " AND (#status = :queued OR (#status = :running AND lease_until < :now_ms AND"
+                " (attempts < max_attempts OR (attribute_not_exists(max_attempts) AND attempts < :most))))",
+                values,
+                {"#status": "status"},
+                token=True,
+            )
+        except InvalidTransition as exc:
+            if exc.current is None:
+                raise NotFound(f"No job '{job_id}'.") from exc
+            raise
+
+    def pulse(self, job_id: str) -> JobPulse | None:
+        """The job's status, attempt, cancel flag and subscriber count; None when it is gone."""
+        got = _guard(
+            lambda: self._db.get_item(
+                TableName=self._table,
+                Key=_job_key(job_id),
+                ProjectionExpression="#status, attempts, cancel_requested, watchers",
+                ExpressionAttributeNames={"#status": "status"},
+                ConsistentRead=True,
+            )
+        )
+        if "Item" not in got:
+            return None
+        doc = _unmarshal(got["Item"])
+        return JobPulse(
+            status=JobStatus(doc["status"]),
+            attempts=int(doc.get("attempts", 0)),
+            cancel_requested=bool(doc.get("cancel_requested", False)),
+            watchers=int(doc.get("watchers", 0)),
+        )
+
+    def commit_events(self, job_id: str, *, attempt: int, commit: EventCommit, progress: float) -> None:
+        """Write a running attempt's events and move the job's counter (and progress) past them, in one
+        transaction that holds only while this attempt holds the job and the counter and subscriber
+        count are as the writer saw them; otherwise InvalidTransition with the job as it is."""
+        conditions, condition_values = _event_conditions(commit)
+        self._transact(
+            job_id,
+            "SET event_seq = :last_seq, progress = :progress",
+            "#status = :running AND attempts = :a" + conditions,
+            {
+                "last_seq": commit.last_seq,
+                "progress": progress,
+                "running": JobStatus.RUNNING.value,
+                "a": attempt,
+                **condition_values,
+            },
+            {"#status": "status"},
+            commit.items,
+        )
+
+    def _transact(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+        items: list[dict[str, Any]],
+    ) -> str:
+        """One conditional update of a job and puts of new items, all or nothing; the write's token.
+
+        A transaction whose answer was lost is sent again by the SDK with the same client token, which
+        DynamoDB answers as done; an emulator that applies it twice finds the condition false, and the
+        token written on the job tells that apart from another writer's move (see `_update`).
+        """
+        mine = str(ULID())
+        update_item = {
+            "TableName": self._table,
+            "Key": _job_key(job_id),
+            "UpdateExpression": _with_write_token(update),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": _values(**values, write_token=mine),
+            "ExpressionAttributeNames": names,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        puts = [{"Put": {"TableName": self._table, "Item": item}} for item in items]
+        try:
+            self._db.transact_write_items(TransactItems=[{"Update": update_item}, *puts])  # type: ignore[typeddict-item, list-item]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            reasons = _cancelled_because(exc)
+            if code == "TransactionCanceledException" and reasons == {"ConditionalCheckFailed"}:
+                current = _job_or_none(_refused_item(exc))
+                if current is not None and current.write_token == mine:
+                    return mine
+                raise InvalidTransition(
+                    f"Job '{job_id}' is not in a state that allows this.", current=current
+                ) from exc
+            raise StoreError(f"DynamoDB transaction failed: {code} {sorted(reasons)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB unreachable: {exc}") from exc
+        return mine
+
     def heartbeat(
         self, job_id: str, *, attempt: int, lease_until: datetime, progress: float | None = None
     ) -> Job:
@@ -373,14 +590,40 @@ class JobStore:
         except InvalidTransition:
             pass  # already ended or taken over: nothing to release
 
-    def finish(self, job: Job, *, attempt: int, result: JobResult, now: datetime) -> Job:
-        """running -> a terminal state, only by the attempt that holds the job."""
-        return self._terminal(
-            job,
-            result,
-            now,
-            condition="#status = :running AND attempts = :a",
-            cond_values={"running": JobStatus.RUNNING.value, "a": attempt},
+    def finish(
+        self,
+        job: Job,
+        *,
+        attempt: int,
+        result: JobResult,
+        now: datetime,
+        events: EventCommit | None = None,
+    ) -> Job:
+        """running -> a terminal state, only by the attempt that holds the job; with `events`, the
+        attempt's last events (its final status among them) in the same transaction."""
+        condition = "#status = :running AND attempts = :a"
+        cond_values: dict[str, Any] = {"running": JobStatus.RUNNING.value, "a": attempt}
+        if events is None:
+            return self._terminal(job, result, now, condition=condition, cond_values=cond_values)
+        conditions, event_values = _event_conditions(events)
+        fields = self._terminal_fields(job, result, now)
+        mine = self._transact(
+            job.job_id,
+            _TERMINAL_UPDATE.replace(" REMOVE", ", event_seq = :last_seq REMOVE"),
+            condition + conditions,
+            {
+                **self._terminal_values(job, result, now),
+                **cond_values,
+                **event_values,
+                "last_seq": events.last_seq,
+            },
+            _TERMINAL_NAMES,
+            events.items,
+        )
+        # A transaction answers nothing: the job as this write left it is the job as read, changed as
+        # written (the write held only while the job was this attempt's, so nothing else changed it).
+        return job.model_copy(
+            update={**fields, "event_seq": events.last_seq, "write_token": mine, "lease_until": None}
         )
 
     # A job becomes queued (again) with no confirmed message: whoever sends it confirms the send
@@ -513,12 +756,15 @@ class JobStore:
             query["ExclusiveStartKey"] = _decode_cursor(cursor, "gsi1pk", pk_value)
         got = _guard(lambda: self._db.query(**query))
         last = got.get("LastEvaluatedKey")
-        return [_unmarshal(i) for i in got.get("Items", [])], (_encode_cursor(last) if last else None)
+        items = self._items_of(got.get("Items", []))
+        return [_unmarshal(i) for i in items], (_encode_cursor(last) if last else None)
 
     def marshal(self, doc: dict[str, Any]) -> dict[str, Any]:
         return _marshal(doc)
 
-    def fail_unfinished(self, job: Job, *, error: JobError, now: datetime) -> Job:
+    def fail_unfinished(
+        self, job: Job, *, error: JobError, now: datetime, announce: Announce | None = None
+    ) -> Job:
         """End an unfinished job as failed, only if it is still exactly as `job` was read."""
         result = JobResult(
             status=JobStatus.FAILED,
@@ -527,54 +773,117 @@ class JobStore:
             stderr_tail=job.stderr,
             error=error,
         )
-        return self.end_unfinished(job, result, now=now)
+        return self.end_unfinished(job, result, now=now, announce=announce)
 
-    def end_unfinished(self, job: Job, result: JobResult, *, now: datetime) -> Job:
+    def end_unfinished(
+        self, job: Job, result: JobResult, *, now: datetime, announce: Announce | None = None
+    ) -> Job:
         """End a job nobody is running any more (lost message, dead worker, dead letter, cancel).
 
         Conditional on the exact state read: the same status and attempt, and for a running job the
         same lease, for a queued one the same enqueue record. A worker that claimed the job, or renewed
-        its lease, in between makes this an InvalidTransition, never a job ended under its feet.
+        its lease, in between makes this an InvalidTransition, never a job ended under its feet. With
+        `announce`, the status event is written in the same transaction; a write that misses only
+        because the event counter or the subscribers moved is numbered again and retried.
         """
-        if job.terminal:
-            raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
-        condition, values = _as_read(job)
-        return self._terminal(job, result, now, condition=condition, cond_values=values)
+        for _ in range(_CANCEL_ROUNDS):
+            if job.terminal:
+                raise InvalidTransition(f"Job '{job.job_id}' has already ended ({job.status.value}).")
+            condition, values = _as_read(job)
+            try:
+                return self._terminal(
+                    job, result, now, condition=condition, cond_values=values, announce=announce
+                )
+            except InvalidTransition as exc:
+                current = exc.current
+                if announce is None or current is None or _as_read(current) != (condition, values):
+                    raise
+                job = current  # the same state, another event or subscriber meanwhile
+        raise StoreError(f"Job '{job.job_id}': its events kept moving while it was being ended.")
 
-    def _terminal(
-        self, job: Job, result: JobResult, now: datetime, *, condition: str, cond_values: dict[str, Any]
-    ) -> Job:
+    def _terminal_fields(self, job: Job, result: JobResult, now: datetime) -> dict[str, Any]:
+        """The job's fields as a terminal write leaves them."""
         assert result.status in TERMINAL_STATUSES
-        vals = {
-            "status": result.status.value,
+        return {
+            "status": result.status,
             "exit_code": result.exit_code,
             "stdout": result.stdout_tail,
             "stderr": result.stderr_tail,
+            "error": result.error,
+            "outputs": list(result.outputs),
+            "output_count": result.output_count if result.output_count is not None else len(result.outputs),
+            "outputs_manifest": result.outputs_manifest,
+            "archive": result.archive,
+            "finished_at": now,
+            "progress": 1.0 if result.status == JobStatus.SUCCEEDED else job.progress,
+        }
+
+    def _terminal_values(self, job: Job, result: JobResult, now: datetime) -> dict[str, Any]:
+        fields = self._terminal_fields(job, result, now)
+        return {
+            "status": result.status.value,
+            "exit_code": fields["exit_code"],
+            "stdout": fields["stdout"],
+            "stderr": fields["stderr"],
             "error": result.error.model_dump() if result.error else None,
             "outputs": [o.model_dump() for o in result.outputs],
-            "output_count": result.output_count if result.output_count is not None else len(result.outputs),
-            "manifest": result.outputs_manifest,
+            "output_count": fields["output_count"],
+            "manifest": fields["outputs_manifest"],
             "archive": result.archive.model_dump() if result.archive else None,
             "finished_at": now.isoformat(),
-            "progress": 1.0 if result.status == JobStatus.SUCCEEDED else job.progress,
+            "progress": fields["progress"],
             "gsi2": _status_index_key(job.tenant, result.status),
             "expires_at": _epoch(now + self._ttl),
-            **cond_values,
         }
-        return self._update(
+
+    def _terminal(
+        self,
+        job: Job,
+        result: JobResult,
+        now: datetime,
+        *,
+        condition: str,
+        cond_values: dict[str, Any],
+        announce: Announce | None = None,
+    ) -> Job:
+        if announce is None:
+            return self._update(
+                job.job_id,
+                _TERMINAL_UPDATE,
+                condition,
+                _values(**self._terminal_values(job, result, now), **cond_values),
+                _TERMINAL_NAMES,
+                token=True,
+            )
+        fields = self._terminal_fields(job, result, now)
+        events = announce(job.model_copy(update=fields))
+        conditions, event_values = _event_conditions(events)
+        mine = self._transact(
             job.job_id,
-            "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
-            " #error = :error, outputs = :outputs, output_count = :output_count,"
-            " outputs_manifest = :manifest, #archive = :archive, finished_at = :finished_at,"
-            " progress = :progress,"
-            " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until, gsi3pk, gsi3sk",
-            condition,
-            _values(**vals),
-            {"#status": "status", "#error": "error", "#archive": "archive"},
-            token=True,
+            _TERMINAL_UPDATE.replace(" REMOVE", ", event_seq = :last_seq REMOVE"),
+            condition + conditions,
+            {
+                **self._terminal_values(job, result, now),
+                **cond_values,
+                **event_values,
+                "last_seq": events.last_seq,
+            },
+            _TERMINAL_NAMES,
+            events.items,
+        )
+        # The write held only while the job was exactly as read: it is the job as read, changed as written.
+        return job.model_copy(
+            update={**fields, "event_seq": events.last_seq, "write_token": mine, "lease_until": None}
         )
 
-    def cancel(self, job: Job, *, now: datetime, reason: str = "Cancelled before it started.") -> Job:
+    def cancel(
+        self,
+        job: Job,
+        *,
+        now: datetime,
+        reason: str = "Cancelled before it started.",
+        announce: Announce | None = None,
+    ) -> Job:
         """End a blocked or queued job at once, or flag a running one for its worker to kill.
 
         The job may move between the read and the write (unblocked, claimed, re-queued for a retry):
@@ -601,7 +910,12 @@ class JobStore:
                     error=JobError(type="cancelled", message=reason),
                 )
                 return self._terminal(
-                    job, result, now, condition="#status = :from", cond_values={"from": job.status.value}
+                    job,
+                    result,
+                    now,
+                    condition="#status = :from",
+                    cond_values={"from": job.status.value},
+                    announce=announce,
                 )
             except InvalidTransition:
                 job = self.get(job.job_id)
@@ -655,7 +969,9 @@ class JobStore:
         jobs: list[Job] = []
         while True:
             got = _guard(lambda: self._db.query(**query))
-            jobs.extend(Job.model_validate(_unmarshal(i)) for i in got.get("Items", []))
+            # Read whole and strongly consistent: the sweeper's writes hold only on the exact state read.
+            items = self._items_of(got.get("Items", []), consistent=True)
+            jobs.extend(Job.model_validate(_unmarshal(i)) for i in items)
             last = got.get("LastEvaluatedKey")
             if not last:
                 return jobs
@@ -743,43 +1059,52 @@ class JobStore:
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        filters, names = [], {}
-        if status:
-            filters.append("#status = :status")
-            names["#status"] = "status"
-            query["ExpressionAttributeValues"][":status"] = {"S": status}
-        if media_type:
-            filters.append("media_type = :mt")
-            query["ExpressionAttributeValues"][":mt"] = {"S": media_type}
-        for i, (label, value) in enumerate(sorted((labels or {}).items())):
-            # Label keys are names of their own: always through placeholders.
-            filters.append(f"#labels.#l{i} = :l{i}")
-            names["#labels"] = "labels"
-            names[f"#l{i}"] = label
-            query["ExpressionAttributeValues"][f":l{i}"] = {"S": value}
-        if filters:
-            query["FilterExpression"] = " AND ".join(filters)
-            if names:
-                query["ExpressionAttributeNames"] = names
         if cursor:
             query["ExclusiveStartKey"] = _decode_cursor(cursor, "gsi1pk", pk_value)
         items: list[Asset] = []
-        # A filter can empty a page; keep reading until the page is full or the list ends.
+        # The index holds keys only: the filters apply to the assets read whole, and a page that the
+        # filters empty is followed by the next until the page is full or the list ends. The cursor is
+        # the index key of the last asset answered, so a page cut short resumes right after it.
         while True:
             got = _guard(lambda: self._db.query(**query))
-            items.extend(Asset.model_validate(_unmarshal(i)) for i in got.get("Items", []))
+            keys = got.get("Items", [])
+            for raw in self._items_of(keys):
+                asset = Asset.model_validate(_unmarshal(raw))
+                if (
+                    (status and asset.status.value != status)
+                    or (media_type and asset.media_type != media_type)
+                    or any(asset.labels.get(k) != v for k, v in (labels or {}).items())
+                ):
+                    continue
+                items.append(asset)
+                if len(items) == limit:
+                    last_key = {k: raw[k] for k in ("pk", "sk", "gsi1pk", "gsi1sk")}
+                    more = (
+                        "LastEvaluatedKey" in got
+                        or raw["sk"] != keys[-1]["sk"]
+                        or raw["pk"] != keys[-1]["pk"]
+                    )
+                    return AssetPage(items=items, next_cursor=_encode_cursor(last_key) if more else None)
             last = got.get("LastEvaluatedKey")
-            if not last or len(items) >= limit:
-                break
+            if not last:
+                return AssetPage(items=items, next_cursor=None)
             query["ExclusiveStartKey"] = last
-            query["Limit"] = limit - len(items)
-        return AssetPage(items=items, next_cursor=_encode_cursor(last) if last else None)
 
     def ping(self) -> None:
         _guard(lambda: self._db.describe_table(TableName=self._table))
 
 
 _STATUS = {"#status": "status"}
+_TERMINAL_UPDATE = (
+    "SET #status = :status, exit_code = :exit_code, stdout = :stdout, stderr = :stderr,"
+    " #error = :error, outputs = :outputs, output_count = :output_count,"
+    " outputs_manifest = :manifest, #archive = :archive, finished_at = :finished_at,"
+    " progress = :progress,"
+    " gsi2pk = :gsi2, expires_at = :expires_at REMOVE lease_until, gsi3pk, gsi3sk"
+)
+_TERMINAL_NAMES = {"#status": "status", "#error": "error", "#archive": "archive"}
+# A job records where its inputs' files are (so its worker reads no asset) only for this many inputs.
+MAX_RECORDED_INPUTS = 32
 
 
 def job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
@@ -821,6 +1146,17 @@ def _new_job_item(job: Job, ttl: timedelta) -> dict[str, Any]:
             ],
         )
     return item
+
+
+def _new_job_record(job: Job, ttl: timedelta) -> tuple[Job, dict[str, Any]]:
+    """A new job and its item. Where its inputs' files are is recorded only for a few inputs, and only
+    while the record stays within MAX_NEW_JOB_BYTES; its worker reads the assets otherwise."""
+    if job.input_objects and len(job.input_objects) <= MAX_RECORDED_INPUTS:
+        item = job_item(job, ttl)
+        if item_size(item) <= MAX_NEW_JOB_BYTES:
+            return job, item
+    job = job.model_copy(update={"input_objects": {}})
+    return job, _new_job_item(job, ttl)
 
 
 def _with_queued_at(job: Job) -> Job:

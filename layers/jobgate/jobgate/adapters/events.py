@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobgate.adapters.dynamo import _guard, _is_conditional_failure, _marshal, _unmarshal, _values
+from jobgate.adapters.dynamo import _guard, _is_conditional_failure, _marshal, _unmarshal, _values, item_size
 from jobgate.errors import StoreError
 from jobgate.models import JobEvent, Subscription
 
@@ -21,6 +21,9 @@ CONNECTION_TTL = timedelta(hours=2)
 LEASE = timedelta(seconds=15)
 EVENT_SK = "EVT#"
 SUB_SK = "SUB#"
+# Events written together are stored together, as one item (a page) keyed by its last event's number:
+# a page of small events costs one write, not one each. A page stays well under DynamoDB's 400 KB.
+PAGE_BYTES = 300 * 1024
 
 
 def _evt_sk(seq: int) -> str:
@@ -57,25 +60,36 @@ class EventStore:
         last = int(got["Attributes"]["event_seq"]["N"])
         watchers = int(got["Attributes"].get("watchers", {}).get("N", "1"))
         numbered = [e.model_copy(update={"seq": last - len(events) + 1 + i}) for i, e in enumerate(events)]
-        expires = int((now + self._event_ttl).timestamp())
-        requests: list[Any] = [
-            {
-                "PutRequest": {
-                    "Item": _marshal(
-                        {
-                            "pk": f"JOB#{job_id}",
-                            "sk": _evt_sk(e.seq),
-                            "event": e.wire(),
-                            "expires_at": expires,
-                        }
-                    )
-                }
-            }
-            for e in numbered
-        ]
+        requests: list[Any] = [{"PutRequest": {"Item": item}} for item in self.pages(numbered, now)]
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
         return numbered, watchers
+
+    def pages(self, numbered: list[JobEvent], now: datetime) -> list[dict[str, Any]]:
+        """The items that store these numbered events (consecutive, in order): as few pages as fit."""
+        expires = int((now + self._event_ttl).timestamp())
+        pages: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for event in numbered:
+            wire = event.wire()
+            grows = item_size(_marshal({"e": wire}))
+            if pages[-1] and size + grows > PAGE_BYTES:
+                pages.append([])
+                size = 0
+            pages[-1].append(wire)
+            size += grows
+        return [
+            _marshal(
+                {
+                    "pk": f"JOB#{numbered[0].job_id}",
+                    "sk": _evt_sk(int(page[-1]["seq"])),
+                    "events": page,
+                    "expires_at": expires,
+                }
+            )
+            for page in pages
+            if page
+        ]
 
     def _batch_write(self, requests: list[Any]) -> None:
         pending = {self._table: requests}
@@ -89,8 +103,8 @@ class EventStore:
     def after(
         self, job_id: str, after_seq: int, *, up_to: int | None = None, limit: int = 500
     ) -> list[JobEvent]:
-        """A job's events with seq > after_seq (and <= up_to), in order."""
-        upper = _evt_sk(up_to) if up_to is not None else f"{EVENT_SK}~"
+        """A job's events with seq > after_seq (and <= up_to), in order, at most `limit` of them."""
+        # A page is keyed by its last event: the pages holding events past after_seq are those keyed past it.
         got = _guard(
             lambda: self._db.query(
                 TableName=self._table,
@@ -98,13 +112,25 @@ class EventStore:
                 ExpressionAttributeValues={
                     ":pk": {"S": f"JOB#{job_id}"},
                     ":lo": {"S": _evt_sk(after_seq + 1)},
-                    ":hi": {"S": upper},
+                    ":hi": {"S": f"{EVENT_SK}~"},
                 },
                 ConsistentRead=True,
                 Limit=limit,
             )
         )
-        return [JobEvent.model_validate(_unmarshal(i)["event"]) for i in got.get("Items", [])]
+        events: list[JobEvent] = []
+        for item in got.get("Items", []):
+            doc = _unmarshal(item)
+            # Records written before pages existed hold one event each.
+            for raw in doc["events"] if "events" in doc else [doc["event"]]:
+                event = JobEvent.model_validate(raw)
+                if up_to is not None and event.seq > up_to:
+                    return events
+                if event.seq > after_seq:
+                    events.append(event)
+                    if len(events) == limit:
+                        return events
+        return events
 
     def last_seq(self, job_id: str) -> int:
         """The number of the job's latest stored event (0 when it has none)."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from jobgate.adapters.dynamo import _guard, _is_conditional_failure, _marshal, _unmarshal, _values
+from jobgate.adapters.dynamo import _guard, _is_conditional_failure, _marshal, _unmarshal, _values, items_of
 from jobgate.errors import Conflict, NotFound, StoreError
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ class KeyStore:
         records: list[ApiKeyRecord] = []
         while True:
             got = _guard(lambda: self._db.query(**query))
-            records.extend(ApiKeyRecord.model_validate(_unmarshal(i)) for i in got.get("Items", []))
+            items = items_of(self._db, self._table, got.get("Items", []), consistent=True)
+            records.extend(ApiKeyRecord.model_validate(_unmarshal(i)) for i in items)
             if "LastEvaluatedKey" not in got:
                 return records
             query["ExclusiveStartKey"] = got["LastEvaluatedKey"]

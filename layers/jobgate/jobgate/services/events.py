@@ -5,18 +5,22 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jobgate.adapters.connections import MAX_PAYLOAD_BYTES, ConnectionGone, Connections, SendFailed
+from jobgate.adapters.dynamo import Announce, EventCommit, JobStore
 from jobgate.adapters.events import EventStore, Lease
-from jobgate.errors import JobgateError, NotFound
+from jobgate.errors import InvalidTransition, JobgateError, NotFound, StoreError
 from jobgate.models import Job, JobEvent, JobStatus, Subscription, utcnow
 from jobgate.observability import logger
+
+T = TypeVar("T")
 
 # Every message goes out as compact UTF-8 JSON (adapters/connections.py), measured in bytes on the wire.
 # An event (log, progress, status) fits one API Gateway WebSocket frame (32 KB, read as 32,000 bytes);
@@ -56,6 +60,8 @@ def public_job(job: Job) -> dict[str, Any]:
         "enqueued_at",
         "outputs_manifest",
         "write_token",
+        "watchers",
+        "input_objects",
     }
     view = job.model_dump(mode="json", exclude=hidden)
     view["output_count"] = job.total_outputs  # as the API's JobView answers it: never null
@@ -82,6 +88,10 @@ class Publisher:
         self._connections = connections
         self._clock = clock
         self._monotonic = monotonic
+
+    @property
+    def events(self) -> EventStore:
+        return self._events
 
     def publish(self, events: list[JobEvent]) -> list[JobEvent]:
         numbered, watchers = self._events.append_counted(events, self._clock())
@@ -237,10 +247,12 @@ def _error(code: str, message: str, job_id: str | None) -> dict[str, Any]:
 
 
 class JobStream:
-    """A running job's output and progress, published a few times a second in small batches.
+    """A running job's output and progress, as events in small batches.
 
-    Publishing never stops the job: an error is logged and the batch is dropped (the whole logs
-    are in S3 when the job ends).
+    Either it publishes them itself a few times a second (with a publisher), or it holds them until
+    they are taken (`take`, with `on_pending` told each time there is something to take): a running
+    attempt's AttemptLog takes them on a thread of its own. Publishing never stops the job: an error is
+    logged and the batch is dropped (the whole logs are in S3 when the job ends).
     """
 
     def __init__(
@@ -252,9 +264,16 @@ class JobStream:
         expected_outputs: int = 0,
         interval_s: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
+        on_pending: Callable[[], None] | None = None,
     ) -> None:
         self._job_id = job_id
         self._publisher = publisher
+        self.on_pending = on_pending
+        # The command's output arrives on the supervisor's callback thread, takes on the log's thread.
+        self._lock = threading.RLock()
+        # When (monotonic) the oldest event not yet taken arrived, and the oldest of the command's output.
+        self._pending_since: float | None = None
+        self._output_since: float | None = None
         self._workdir = workdir
         self._expected = expected_outputs
         self._interval = interval_s
@@ -273,6 +292,17 @@ class JobStream:
     def progress(self) -> float:
         return self._progress
 
+    @property
+    def pending_since(self) -> float | None:
+        """When (monotonic) the oldest event not yet taken arrived; None when there is none."""
+        return self._pending_since
+
+    @property
+    def output_since(self) -> float | None:
+        """When (monotonic) the oldest output of the command not yet taken arrived (a status or a
+        milestone alone does not count); None when there is none."""
+        return self._output_since
+
     def milestone(self, value: float) -> None:
         self._set_progress(value)
         self.flush()
@@ -283,33 +313,65 @@ class JobStream:
 
     def queue_status(self, job: Job) -> None:
         """A status event to publish with the next batch, ahead of what follows it."""
-        self._pending.append(status_event(job))
+        with self._lock:
+            self._pending.append(status_event(job))
+            self._mark_pending()
 
     def output(self, stream: str, chunk: bytes) -> None:
-        text = self._partial[stream] + self._decoders[stream].decode(chunk)
-        lines = text.split("\n")
-        partial = lines.pop()
-        if lines:
-            self._add_lines(stream, lines)
-        if len(partial) > MAX_PARTIAL_LINE_CHARS:
-            self._add_text(stream, partial)  # no line end yet: what there is goes out as it is
-            partial = ""
-        self._partial[stream] = partial
+        with self._lock:
+            text = self._partial[stream] + self._decoders[stream].decode(chunk)
+            lines = text.split("\n")
+            partial = lines.pop()
+            if lines:
+                self._add_lines(stream, lines)
+            if len(partial) > MAX_PARTIAL_LINE_CHARS:
+                self._add_text(stream, partial)  # no line end yet: what there is goes out as it is
+                partial = ""
+            self._partial[stream] = partial
         self.tick()
 
     def tick(self) -> None:
-        if self._now() - self._last_flush >= self._interval:
-            self.flush()
+        if self.on_pending is not None or self._now() - self._last_flush >= self._interval:
+            self.flush()  # a taker is told at once: it decides when to write
 
     def close(self) -> None:
         """The command has exited: publish what remains, the last partial lines included."""
-        for stream in ("stdout", "stderr"):
-            rest = self._partial[stream] + self._decoders[stream].decode(b"", final=True)
-            self._partial[stream] = ""
-            if rest:
-                self._add_lines(stream, [rest])
+        with self._lock:
+            for stream in ("stdout", "stderr"):
+                rest = self._partial[stream] + self._decoders[stream].decode(b"", final=True)
+                self._partial[stream] = ""
+                if rest:
+                    self._add_lines(stream, [rest])
         self._set_progress(EXITED)
         self.flush()
+
+    def take(self) -> list[JobEvent]:
+        """The events not yet published, and the progress reached if it moved; they are now taken."""
+        with self._lock:
+            events = self._pending
+            self._pending = []
+            self._pending_since = None
+            self._output_since = None
+            if self._progress > self._published_progress:
+                events.append(
+                    JobEvent(type="progress", job_id=self._job_id, progress=round(self._progress, 4))
+                )
+                self._published_progress = self._progress
+            return events
+
+    def closing(self, status: JobEvent) -> list[JobEvent]:
+        """What is left to publish when the job ends, its status last (progress 1.0 before a success)."""
+        events = self.take()
+        if status.status == JobStatus.SUCCEEDED and self._published_progress < 1.0:
+            events.append(JobEvent(type="progress", job_id=self._job_id, progress=1.0))
+            self._published_progress = 1.0
+        return _one_progress_per_run([*events, status])
+
+    def _mark_pending(self, *, output: bool = False) -> None:
+        if self._pending_since is None:
+            self._pending_since = self._now()
+        if output and self._output_since is None:
+            self._output_since = self._now()
 
     def status(self, job: Job) -> None:
         """The job's terminal (or running) status, always after every log event."""
@@ -322,12 +384,11 @@ class JobStream:
 
     def flush(self) -> None:
         self._last_flush = self._now()
-        events = self._pending
-        self._pending = []
-        if self._progress > self._published_progress:
-            events.append(JobEvent(type="progress", job_id=self._job_id, progress=round(self._progress, 4)))
-            self._published_progress = self._progress
-        self._publish(events)
+        if self.on_pending is not None:
+            if self._pending_since is not None:
+                self.on_pending()  # the taker decides when
+            return
+        self._publish(self.take())
 
     def _publish(self, events: list[JobEvent]) -> None:
         if not events or self._publisher is None:
@@ -354,6 +415,7 @@ class JobStream:
             self._live_chars[stream] = MAX_LIVE_LOG_CHARS + 1
         else:
             self._live_chars[stream] = published + len(text)
+        self._mark_pending(output=True)
         size = json_text_bytes(text)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.type == "log" and last.stream == stream:
@@ -380,12 +442,247 @@ class JobStream:
                 self._set_progress(STARTED + (EXITED - STARTED) * done)
 
     def _set_progress(self, value: float) -> None:
-        self._progress = max(self._progress, min(1.0, value))  # progress never goes down
+        with self._lock:
+            before = self._progress
+            self._progress = max(self._progress, min(1.0, value))  # progress never goes down
+            if self._progress > before:
+                self._mark_pending()
+
+
+def _one_progress_per_run(events: list[JobEvent]) -> list[JobEvent]:
+    """Events with each run of consecutive progress events cut to its last (progress never goes down,
+    so nobody misses the ones left out)."""
+    kept: list[JobEvent] = []
+    for event in events:
+        if kept and event.type == "progress" and kept[-1].type == "progress":
+            kept[-1] = event
+        else:
+            kept.append(event)
+    return kept
+
+
+# A transaction holds at most 100 items and 4 MB: the events of one write stay well within both.
+_COMMIT_PAGES = 90
+_COMMIT_BYTES = 3 * 1024 * 1024
+_COMMIT_ROUNDS = 5
+
+
+class AttemptLog:
+    """A running attempt's events, written off the job's path, each batch with the job's own write.
+
+    The attempt numbers its events itself and writes each batch with the write that moves the job's
+    event counter past it, in one transaction, which holds only while the attempt holds the job and the
+    counter and the job's subscriber count are as it last saw them (JobStore.commit_events; the last
+    batch rides on the terminal write, JobStore.finish). So the log holds exactly the events 1..event_seq
+    (durable before the status that follows them is visible), an attempt that lost its job writes no
+    event, and a writer always knows whether anybody is subscribed: a subscription that came in
+    between makes the write miss, and the retry knows.
+
+    A thread of its own writes what the job's stream holds once it is due (WATCHED_EVERY_S and
+    UNWATCHED_EVERY_S say when): without subscribers the log serves only one still to come, and a short
+    job writes its whole log with its end. After each write the new events are sent to the subscribers.
+    A failure to write is logged and the batch dropped; the whole logs are in S3 when the job ends.
+    """
+
+    # With subscribers, what is pending is written at once, but at most once every WATCHED_EVERY_S (a
+    # burst of lines goes out together); without, the command's output waits UNWATCHED_EVERY_S to be
+    # written with what follows it, and a status or a milestone alone waits for the next write.
+    WATCHED_EVERY_S = 0.1
+    UNWATCHED_EVERY_S = 0.2
+
+    def __init__(
+        self,
+        store: JobStore,
+        events: EventStore,
+        publisher: Publisher | None,
+        stream: JobStream,
+        job: Job,
+        attempt: int,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._publisher = publisher
+        self._stream = stream
+        self._job_id = job.job_id
+        self._attempt = attempt
+        self._seq = job.event_seq
+        self._watchers = job.watchers
+        self._clock = clock
+        self._now = monotonic
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._lost = False
+        self._last_write = float("-inf")
+        self._thread = threading.Thread(target=self._run, name=f"events-{job.job_id}", daemon=True)
+        stream.on_pending = self._wake
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop writing in the background (what is pending stays for `flush` or `finish`)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def note_watchers(self, watchers: int) -> None:
+        """What the attempt's lease learned of the job's subscribers."""
+        with self._cond:
+            self._watchers = watchers
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Write what the stream holds now (a failure is logged, the batch dropped)."""
+        self._last_write = self._now()
+        events = self._stream.take()
+        if not events or self._lost:
+            return
+        try:
+            self._commit(events, self._write_events)
+        except InvalidTransition:
+            self._lost = True  # another attempt holds the job now, or it ended: write nothing more
+            logger.warning("job events not written: the attempt lost its job", job_id=self._job_id)
+        except JobgateError as exc:
+            logger.warning("could not write job events", job_id=self._job_id, error=exc.detail)
+
+    def finish(self, final: list[JobEvent], write: Callable[[EventCommit], T]) -> T:
+        """The job's terminal write, carrying what the stream still holds and `final` (its status)."""
+        self.close()
+        return self._commit(_one_progress_per_run([*self._stream.take(), *final]), write)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _due(self) -> float | None:
+        if self._watchers > 0:
+            since = self._stream.pending_since
+            return None if since is None else max(since, self._last_write + self.WATCHED_EVERY_S)
+        output = self._stream.output_since
+        return None if output is None else output + self.UNWATCHED_EVERY_S
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    due = self._due()
+                    if due is not None and self._now() >= due:
+                        break
+                    self._cond.wait(None if due is None else max(0.0, due - self._now()))
+                if self._stopped:
+                    return
+            self.flush()
+
+    def _write_events(self, commit: EventCommit) -> None:
+        self._store.commit_events(
+            self._job_id, attempt=self._attempt, commit=commit, progress=self._stream.progress
+        )
+
+    def _commit(self, events: list[JobEvent], write: Callable[[EventCommit], T]) -> T:
+        """Number the events after the counter and write them with `write`; a write that misses because
+        the counter moved or a subscriber came is numbered again and retried."""
+        chunks = self._chunks(events)
+        for chunk in chunks[:-1]:  # too many for one transaction: the first ones go ahead on their own
+            self._commit(chunk, self._write_events)
+        events = chunks[-1]
+        for _ in range(_COMMIT_ROUNDS):
+            numbered = [e.model_copy(update={"seq": self._seq + 1 + i}) for i, e in enumerate(events)]
+            commit = EventCommit(
+                seen_seq=self._seq,
+                last_seq=numbered[-1].seq,
+                watchers=self._watchers,
+                items=self._events.pages(numbered, self._clock()),
+            )
+            try:
+                result = write(commit)
+            except InvalidTransition as exc:
+                current = exc.current
+                if (
+                    current is None
+                    or current.status != JobStatus.RUNNING
+                    or current.attempts != self._attempt
+                ):
+                    raise
+                self._seq, self._watchers = current.event_seq, current.watchers
+                continue
+            self._seq = commit.last_seq
+            self._deliver(numbered)
+            return result
+        raise StoreError(f"Job '{self._job_id}': its events kept moving while they were written.")
+
+    def _chunks(self, events: list[JobEvent]) -> list[list[JobEvent]]:
+        chunks: list[list[JobEvent]] = [[]]
+        size = 0
+        for event in events:
+            grows = wire_bytes(event.wire()) + 64
+            if chunks[-1] and (size + grows > _COMMIT_BYTES or len(chunks[-1]) >= _COMMIT_PAGES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(event)
+            size += grows
+        return chunks
+
+    def _deliver(self, numbered: list[JobEvent]) -> None:
+        if self._watchers <= 0 or self._publisher is None:
+            return
+        try:
+            self._publisher.deliver(self._job_id, fresh=numbered)
+        except JobgateError as exc:
+            logger.warning("could not send job events", job_id=self._job_id, error=exc.detail)
 
 
 def announce(publisher: Publisher | None, job: Job) -> None:
-    """Publish a job's status change; a failure to publish never changes what happens to the job."""
+    """Publish a job's status change; a failure to publish never changes what happens to the job.
+
+    For a change on the job's way (queued again, a step unblocked); an end is `ended_announced`."""
     JobStream(job.job_id, publisher).status(job)
+
+
+class Announcement:
+    """A job's end made by someone other than its worker (a cancel, the sweeper, a dead letter): the
+    store writes its status event in the transaction that ends the job (`Announce`), so that nobody
+    reads an ended job whose log lacks its end; then the event goes to the job's subscribers."""
+
+    def __init__(self, publisher: Publisher, clock: Callable[[], datetime] = utcnow) -> None:
+        self._publisher = publisher
+        self._clock = clock
+        self._numbered: list[JobEvent] = []
+        self._watchers = 0
+
+    def __call__(self, ended: Job) -> EventCommit:
+        """The commit of `ended`'s status event, numbered after the counter as read (called per try)."""
+        event = status_event(ended).model_copy(update={"seq": ended.event_seq + 1})
+        self._numbered, self._watchers = [event], ended.watchers
+        return EventCommit(
+            seen_seq=ended.event_seq,
+            last_seq=ended.event_seq + 1,
+            watchers=ended.watchers,
+            items=self._publisher.events.pages([event], self._clock()),
+        )
+
+    def deliver(self) -> None:
+        if not self._numbered or self._watchers <= 0:
+            return
+        try:
+            self._publisher.deliver(self._numbered[0].job_id, fresh=self._numbered)
+        except JobgateError as exc:  # stored already: a subscriber catches up on its next delivery
+            logger.warning("could not send job events", job_id=self._numbered[0].job_id, error=exc.detail)
+
+
+def ended_announced(publisher: Publisher | None, end: Callable[[Announce | None], Job]) -> Job:
+    """End a job with `end` (a store write given what to announce); its status event is written with
+    the end when there is an event log, then sent to the subscribers."""
+    if publisher is None:
+        return end(None)
+    note = Announcement(publisher)
+    done = end(note)
+    note.deliver()
+    return done
 
 
 def status_event(job: Job) -> JobEvent:

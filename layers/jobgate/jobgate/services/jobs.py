@@ -34,6 +34,7 @@ from jobgate.errors import (
 from jobgate.models import (
     Asset,
     AssetStatus,
+    InputObject,
     Job,
     JobError,
     JobEvent,
@@ -46,7 +47,7 @@ from jobgate.models import (
 )
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
-from jobgate.services.events import Publisher, announce
+from jobgate.services.events import Publisher, ended_announced
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import STEP_SCHEME, Invocation, Registry, build_argv, declared_outputs
@@ -57,8 +58,9 @@ INLINE_LOG_LIMIT = 1024 * 1024
 INLINE_OUTPUT_LIMIT = 1024 * 1024
 # A page of the event long poll: 100 events of at most 32,000 bytes stay well under Lambda's 6 MB.
 EVENTS_PAGE = 100
-# An ended job whose final status event has not appeared this long after it ended never will (its
-# announcement failed): the long poll says `done` without it.
+# Every end is written with its status event; a job ended by an earlier version of jobgate may lack
+# it. An ended job whose final status event has not appeared this long after it ended never will: the
+# long poll says `done` without it.
 FINAL_EVENT_GRACE = timedelta(seconds=5)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -207,7 +209,7 @@ class JobService:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
         invocation = self._registry.check(request.stage, request.command, request.args)
         timeout_s = self._timeout(request, invocation)
-        self.check_inputs(tenant, invocation)
+        staged = self.check_inputs(tenant, invocation)
         if self._admit is not None:
             self._admit(tenant, request, invocation)
         job = Job(
@@ -218,6 +220,7 @@ class JobService:
             command=invocation.contract.command,
             args=invocation.args,
             inputs=invocation.inputs,
+            input_objects=staged,
             upstream=dict(
                 invocation.jobs
             ),  # job:// inputs, staged from that job's outputs as pipeline steps are
@@ -313,17 +316,26 @@ class JobService:
         self._store.link_retry(original, retry)
         return retry
 
-    def check_inputs(self, tenant: str, invocation: Invocation) -> None:
+    def check_inputs(self, tenant: str, invocation: Invocation) -> dict[str, InputObject]:
         """Every input file the request names exists for this tenant and fits its argument: uploaded
         assets AVAILABLE (a PENDING one whose file arrived is settled now), `job://` outputs of a job
-        that succeeded. 404 unknown (another tenant's is unknown too), 409 not ready, 422 media type."""
-        self._check_inputs(tenant, invocation, record=True)
+        that succeeded. 404 unknown (another tenant's is unknown too), 409 not ready, 422 media type.
+        Answers where each asset's file is, which the job records so its worker reads no asset."""
+        objects: dict[str, InputObject] = {}
+        self._check_inputs(tenant, invocation, record=True, objects=objects)
+        return objects
 
     def _check_inputs(
-        self, tenant: str, invocation: Invocation, *, record: bool
+        self,
+        tenant: str,
+        invocation: Invocation,
+        *,
+        record: bool,
+        objects: dict[str, InputObject] | None = None,
     ) -> list[tuple[CheckedInput, list[str]]]:
         checked = [
-            self._check_asset(tenant, invocation, n, a, record=record) for n, a in invocation.inputs.items()
+            self._check_asset(tenant, invocation, n, a, record=record, objects=objects)
+            for n, a in invocation.inputs.items()
         ]
         checked += [
             (self._check_job_output(tenant, invocation, n, r), []) for n, r in invocation.jobs.items()
@@ -331,7 +343,14 @@ class JobService:
         return checked
 
     def _check_asset(
-        self, tenant: str, invocation: Invocation, name: str, asset_id: str, *, record: bool
+        self,
+        tenant: str,
+        invocation: Invocation,
+        name: str,
+        asset_id: str,
+        *,
+        record: bool,
+        objects: dict[str, InputObject] | None = None,
     ) -> tuple[CheckedInput, list[str]]:
         warnings = []
         try:
@@ -356,6 +375,8 @@ class JobService:
                 f"Argument '{name}' names asset '{asset_id}', which is {asset.status.value}, not AVAILABLE."
             )
         _check_media_type(invocation, name, asset.media_type, f"asset '{asset_id}'")
+        if objects is not None:
+            objects[asset_id] = InputObject(key=asset.key, size=asset.size)
         path = staged_asset_path(asset_id, asset.filename)
         ref = f"asset://{asset_id}"
         return (
@@ -457,10 +478,10 @@ class JobService:
         """The job's events after `after_seq` (None: after the latest one now), waiting for some until
         `until` (time.monotonic()); answered as soon as there are any, or the job has ended.
 
-        `done` is true once the job has ended and its final status event has been answered: the job is
-        read before its events, and the worker stores the status event after the end, so an ended job
-        with no status event after the cursor yet is waited for (a lost announcement for at most a few
-        seconds).
+        `done` is true once the job has ended and its final status event has been answered. Every
+        writer of an end (its worker, a cancel, the sweeper, a dead letter) writes the status event in
+        the same transaction; an ended job with no status event (a record of an earlier version) is
+        answered `done` FINAL_EVENT_GRACE after its end.
         """
         assert self._events is not None
         first = self._store.get(job_id, tenant=tenant)
@@ -502,12 +523,12 @@ class JobService:
         return self._store.list_jobs(tenant, status=status, limit=limit, cursor=cursor)
 
     def cancel(self, tenant: str, job_id: str) -> Job:
-        job = self._store.get(job_id, tenant=tenant)
-        job = self._store.cancel(job, now=self._clock())
-        if job.terminal:  # a running job's worker announces its own end
-            announce(self._publisher, job)
-            if self._advancer is not None:
-                self._advancer.advance(job)
+        read = self._store.get(job_id, tenant=tenant)
+        job = ended_announced(
+            self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
+        )
+        if job.terminal and self._advancer is not None:  # a running job's worker announces its own end
+            self._advancer.advance(job)
         return job
 
     def logs(self, tenant: str, job_id: str, stream: str) -> LogContent:

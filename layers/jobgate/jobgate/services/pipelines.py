@@ -17,7 +17,7 @@ from jobgate.errors import Conflict, InvalidTransition, NotFound, QueueError, Ru
 from jobgate.models import Job, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
-from jobgate.services.events import Publisher, announce
+from jobgate.services.events import Publisher, announce, ended_announced
 from jobgate.services.limits import JobAdmission
 from jobgate.services.registry import ASSET_SCHEME, STEP_SCHEME, CommandContract, Invocation, Registry
 
@@ -130,6 +130,15 @@ class Advancer:
     def announce(self, job: Job) -> None:
         announce(self._publisher, job)
 
+    def cancel_step(self, job: Job, now: datetime) -> Job:
+        """Cancel a step of a cancelled pipeline (a running one is flagged for its worker)."""
+        return ended_announced(
+            self._publisher,
+            lambda note: self._store.cancel(
+                job, now=now, reason="The pipeline was cancelled.", announce=note
+            ),
+        )
+
     def send(self, job: Job) -> None:
         """Send a queued step's message and record the send (the sweeper re-sends unrecorded ones)."""
         dispatch(self._store, self._queue, job, self._clock)
@@ -144,10 +153,12 @@ class Advancer:
 
     def _cancel(self, job: Job, reason: str) -> None:
         try:
-            cancelled = self._store.cancel(job, now=self._clock(), reason=reason)
+            cancelled = ended_announced(
+                self._publisher,
+                lambda note: self._store.cancel(job, now=self._clock(), reason=reason, announce=note),
+            )
         except InvalidTransition:
             return
-        self.announce(cancelled)
         self.advance(cancelled)
 
 
@@ -159,7 +170,7 @@ class PipelineService:
         registry: Registry,
         advancer: Advancer,
         *,
-        check_inputs: Callable[[str, Invocation], None],
+        check_inputs: Callable[[str, Invocation], object],
         timeout_for: Callable[[int | None, Invocation], int],
         admission: JobAdmission | None = None,
         ttl: timedelta,
@@ -313,14 +324,11 @@ class PipelineService:
             if job.terminal:
                 continue
             try:
-                done = self._store.cancel(job, now=now, reason="The pipeline was cancelled.")
+                self._advancer.cancel_step(job, now)
             except InvalidTransition:
                 logger.info(
                     "pipeline step ended before its cancel", job_id=job.job_id, pipeline_id=pipeline_id
                 )
-                continue
-            if done.terminal:
-                self._advancer.announce(done)
         return pipeline
 
 

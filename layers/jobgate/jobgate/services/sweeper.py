@@ -18,7 +18,7 @@ from jobgate.errors import InvalidTransition, JobgateError
 from jobgate.models import Job, JobError, JobStatus, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
-from jobgate.services.events import Publisher, announce
+from jobgate.services.events import Publisher, ended_announced
 from jobgate.services.pipelines import Advancer
 
 # SQS keeps a message this long (JobsQueue's MessageRetentionPeriod in template.yaml), then drops
@@ -146,9 +146,11 @@ class Sweeper:
         self._end(job, JobError(type="queue_expired", message=message), now, report)
 
     def _end(self, job: Job, error: JobError, now: datetime, report: SweepReport) -> None:
-        failed = self._store.fail_unfinished(job, error=error, now=now)
+        failed = ended_announced(
+            self._publisher,
+            lambda note: self._store.fail_unfinished(job, error=error, now=now, announce=note),
+        )
         report.failed.append(job.job_id)
-        announce(self._publisher, failed)
         if self._advancer is not None:
             self._advancer.advance(failed)
 

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobgate.adapters.blobs import BlobStore
@@ -20,11 +20,19 @@ from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound
 from jobgate.media import guess_media_type
-from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobResult, JobStatus, Output, tail, utcnow
+from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobEvent, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.egress import EgressPolicy
-from jobgate.services.events import STAGED, STARTED, JobStream, Publisher, announce
+from jobgate.services.events import (
+    STAGED,
+    STARTED,
+    AttemptLog,
+    JobStream,
+    Publisher,
+    announce,
+    ended_announced,
+)
 from jobgate.services.executor import CommandRunner, ExecResult, ForkRunner, Watch
 from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key, staged_asset_path
 from jobgate.services.outputs import OutputCatalog
@@ -46,9 +54,10 @@ _CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PROJ_LIB"
 @dataclass(frozen=True)
 class WorkerConfig:
     lease_s: int = 30
-    # How often the lease is renewed (which is also how soon a cancel request is learned); at most a
-    # third of the lease, so two renewals can fail before it runs out.
-    heartbeat_s: float = 1.0
+    # How often, between renewals of the lease, the attempt reads its job (a strongly consistent read of
+    # four attributes, cheaper than a write by the job's size and its index copies): how soon a cancel
+    # request, a take-over or a new subscriber is learned.
+    pulse_s: float = 1.0
     # How often the running command's supervisor looks at the cancel flag (a read, never a call).
     cancel_poll_s: float = 0.25
     max_attempts: int = 3
@@ -57,7 +66,12 @@ class WorkerConfig:
 
     @property
     def renew_every_s(self) -> float:
-        return max(0.05, min(self.heartbeat_s, self.lease_s / 3))
+        """A third of the lease: two renewals can fail before it runs out."""
+        return max(0.05, self.lease_s / 3)
+
+    @property
+    def pulse_every_s(self) -> float:
+        return max(0.05, min(self.pulse_s, self.renew_every_s))
 
 
 class InputError(JobgateError):
@@ -97,12 +111,16 @@ class Lease:
         every_s: float,
         clock: Callable[[], datetime],
         progress: Callable[[], float | None] = lambda: None,
+        pulse_every_s: float | None = None,
+        on_watchers: Callable[[int], None] = lambda _: None,
     ) -> None:
         self._store = store
         self._job_id = job.job_id
         self._attempt = attempt
         self._lease = timedelta(seconds=lease_s)
         self._every_s = every_s
+        self._pulse_s = min(every_s, pulse_every_s if pulse_every_s is not None else every_s)
+        self._on_watchers = on_watchers
         self._clock = clock
         self._progress = progress
         self._held_until = job.lease_until or epoch_ms(clock() + self._lease)
@@ -142,10 +160,29 @@ class Lease:
             raise LeaseLost(self._lost, taken_over=self._taken_over)
 
     def _keep(self) -> None:
-        while not self._stop.wait(self._every_s):
-            self.renew()
+        renew_at = time.monotonic() + self._every_s
+        while not self._stop.wait(max(0.0, min(self._pulse_s, renew_at - time.monotonic()))):
+            if time.monotonic() >= renew_at:
+                self.renew()
+                renew_at = time.monotonic() + self._every_s
+            else:
+                self.pulse()
             if self._lost is not None:
                 return
+
+    def pulse(self) -> None:
+        """Between renewals: learn a cancel request, a take-over and the job's subscribers by a read."""
+        try:
+            pulse = self._store.pulse(self._job_id)
+        except JobgateError as exc:
+            logger.info("job pulse failed", job_id=self._job_id, error=exc.detail)
+            return  # the renewals decide whether the lease still holds
+        if pulse is None or pulse.status != JobStatus.RUNNING or pulse.attempts != self._attempt:
+            self._taken_over = True
+            self._lost = f"Job '{self._job_id}' attempt {self._attempt} was taken over or ended."
+            return
+        self._cancel = self._cancel or pulse.cancel_requested
+        self._on_watchers(pulse.watchers)
 
     def renew(self) -> None:
         until = self._clock() + self._lease
@@ -164,6 +201,7 @@ class Lease:
         else:
             self._held_until = epoch_ms(until)
             self._cancel = self._cancel or job.cancel_requested
+            self._on_watchers(job.watchers)
 
 
 def child_environment(parent: Mapping[str, str], workdir: Path) -> dict[str, str]:
@@ -207,13 +245,16 @@ class WorkerService:
         # instead suits only command sets that exist in the caller, and shares its memory with them.
         self._runner = runner if runner is not None else ForkRunner(self._guarded_target)
 
-    def handle(self, job_id: str, *, remaining_s: Callable[[], float]) -> Job | None:
+    def handle(
+        self, job_id: str, *, remaining_s: Callable[[], float], tenant: str | None = None
+    ) -> Job | None:
         """Run the job if this delivery should; answer the job as it ended, or None when skipped.
 
-        Raises when the infrastructure failed, so the message is retried; the job's lease is
-        released first, so the retry can take it over at once.
+        `tenant` is the one the message names (older messages name none). Raises when the
+        infrastructure failed, so the message is retried; the job's lease is released first, so the
+        retry can take it over at once.
         """
-        job = self._claim(job_id)
+        job = self._claim(job_id, tenant)
         if job is None:
             return None
         attempt = job.attempts
@@ -242,18 +283,42 @@ class WorkerService:
                 else:
                     entry.unlink(missing_ok=True)
 
-    def _claim(self, job_id: str) -> Job | None:
-        """The job, claimed for this delivery; None when it must not run here (ended, held, cancelled)."""
+    def _claim(self, job_id: str, tenant: str | None) -> Job | None:
+        """The job, claimed for this delivery; None when it must not run here (ended, held, cancelled).
+
+        The claim is written first, without reading the job: it holds for a queued job, or a running
+        one whose lease ran out while attempts are left, and never for one whose cancel was asked. When
+        it misses, DynamoDB answers the job as it is, and what to do is decided from that (as for a
+        job read first): end it, leave it, or claim it as read.
+        """
+        now = self._clock()
         try:
-            job = self._store.get(job_id)
+            if tenant is None:  # a message from before messages named their tenant
+                job = self._store.get(job_id)
+            else:
+                claimed = self._store.claim_delivered(
+                    job_id,
+                    tenant=tenant,
+                    now=now,
+                    lease_until=now + timedelta(seconds=self._config.lease_s),
+                    max_attempts=self._config.max_attempts,
+                )
+                if claimed.attempts > 1:
+                    logger.warning("job claimed again", job_id=job_id, attempt=claimed.attempts)
+                return claimed
         except NotFound:
             logger.warning("message for an unknown job dropped", job_id=job_id)
             return None
+        except InvalidTransition as exc:
+            if exc.current is None:
+                raise
+            job = exc.current
         for _ in range(_CLAIM_ROUNDS):
             try:
                 return self._claim_as_read(job)
-            except InvalidTransition:
-                job = self._store.get(job_id)  # it moved meanwhile (claimed, cancelled, ended): look again
+            except InvalidTransition as exc:
+                # It moved meanwhile (claimed, cancelled, ended): the refusal says how it is now.
+                job = exc.current if exc.current is not None else self._store.get(job_id)
         logger.info("job claimed by another delivery", job_id=job_id)
         return None
 
@@ -286,8 +351,9 @@ class WorkerService:
 
     def _end(self, job: Job, result: JobResult, now: datetime) -> Job:
         """End a job nobody runs, if it is still as read; announce it and move its pipeline on."""
-        done = self._store.end_unfinished(job, result, now=now)
-        announce(self._publisher, done)
+        done = ended_announced(
+            self._publisher, lambda note: self._store.end_unfinished(job, result, now=now, announce=note)
+        )
         self._move_on(done)
         return done
 
@@ -300,25 +366,38 @@ class WorkerService:
         (workdir / ".tmp").mkdir(parents=True)
         logs = workdir.parent / f"{job.job_id}-{attempt}.logs"
         logs.mkdir(exist_ok=True)
+        # The stream holds the attempt's events; its log writes them off the job's path (AttemptLog).
         stream = JobStream(
-            job.job_id, self._publisher, workdir=workdir, expected_outputs=_expected_outputs(job, contract)
+            job.job_id, None, workdir=workdir, expected_outputs=_expected_outputs(job, contract)
         )
-        # Published with the first progress, in one batch: fewer round trips before the command runs.
         stream.queue_status(job)
+        log = (
+            AttemptLog(
+                self._store, self._publisher.events, self._publisher, stream, job, attempt, clock=self._clock
+            )
+            if self._publisher is not None
+            else None
+        )
         lease = Lease(
             self._store,
             job,
             attempt,
             lease_s=self._config.lease_s,
             every_s=self._config.renew_every_s,
+            pulse_every_s=self._config.pulse_every_s,
             clock=self._clock,
             progress=lambda: stream.progress,
+            on_watchers=log.note_watchers if log is not None else lambda _: None,
         )
-        attempt_run = _Attempt(job, attempt, contract, workdir, logs, stream, lease, deadline)
+        attempt_run = _Attempt(job, attempt, contract, workdir, logs, stream, lease, deadline, log)
         try:
+            if log is not None:
+                log.start()
             with lease:
                 return self._attempt(attempt_run)
         finally:
+            if log is not None:
+                log.close()
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(logs, ignore_errors=True)
 
@@ -405,15 +484,22 @@ class WorkerService:
         staged: set[Path] = set()
         for name, asset_id in job.inputs.items():
             _in_time(stage_by, lease, "Staging the inputs")
-            try:
-                asset = self._store.get_asset(asset_id, tenant=job.tenant)
-            except NotFound as exc:
-                raise InputError(f"Input '{name}': asset '{asset_id}' no longer exists.") from exc
-            relative = Path(staged_asset_path(asset_id, asset.filename))
+            # The API recorded where the file is when it checked the asset; older jobs, and jobs with
+            # many inputs, have the asset read here. The file name is the key's last part.
+            recorded = job.input_objects.get(asset_id)
+            if recorded is not None:
+                key, size = recorded.key, recorded.size
+            else:
+                try:
+                    asset = self._store.get_asset(asset_id, tenant=job.tenant)
+                except NotFound as exc:
+                    raise InputError(f"Input '{name}': asset '{asset_id}' no longer exists.") from exc
+                key, size = asset.key, asset.size
+            relative = Path(staged_asset_path(asset_id, PurePosixPath(key).name))
             target = workdir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._blobs.download_file(asset.key, target)
+                self._blobs.fetch(key, target, size)
             except NotFound as exc:
                 raise InputError(f"Input '{name}': the file of asset '{asset_id}' is gone.") from exc
             paths[name] = str(relative)
@@ -495,18 +581,24 @@ class WorkerService:
         )
 
     def _store_logs(self, a: _Attempt, upload_by: float) -> tuple[str, str]:
-        """Upload each whole log from disk (never read whole into memory); answer their tails."""
+        """Answer each log's tail, which the job record keeps; upload the whole log from disk (never
+        read whole into memory) only when the tail is not all of it. A log that fits the record (empty,
+        or a few lines) gets no object: the logs endpoint answers the record's text for it."""
         job = a.job
         tails = []
         for stream in ("stdout", "stderr"):
-            _in_time(upload_by, a.lease, "Uploading the logs")
             path = a.logs / stream
             path.touch()
+            size = path.stat().st_size
+            with path.open("rb") as fh:
+                fh.seek(max(0, size - LOG_TAIL_BYTES))
+                end = fh.read()
+            tails.append(tail(end))
+            if size == len(end) and tails[-1] == end.decode("utf-8", errors="replace"):
+                continue  # the record holds the whole log
+            _in_time(upload_by, a.lease, "Uploading the logs")
             key = log_key(job.tenant, job.job_id, a.attempt, stream)
             self._blobs.upload_file(path, key, "text/plain; charset=utf-8")
-            with path.open("rb") as fh:
-                fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-                tails.append(tail(fh.read()))
         return tails[0], tails[1]
 
     def _finish(self, a: _Attempt, result: JobResult) -> Job:
@@ -516,9 +608,13 @@ class WorkerService:
             a.lease.check()
             result = self._recorded(job, attempt, result)  # a manifest is written under the lease
         # The renewals stop before the last write: the conditional write decides, not the lease.
+        if a.log is not None:
+            a.log.close()
         a.lease.stop()
         a.lease.check()
         if retry:
+            if a.log is not None:
+                a.log.flush()  # the attempt's events, before the job is queued again
             again = self._store.requeue(job, attempt=attempt, now=self._clock())
             assert self._queue is not None
             dispatch(self._store, self._queue, again, self._clock, delay_s=min(60, 2**attempt))
@@ -528,11 +624,33 @@ class WorkerService:
                 attempt=attempt,
                 exit_code=result.exit_code,
             )
-            stream.status(again)
+            announce(self._publisher, again)
             return again
-        done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
+        if a.log is None:
+            done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
+        else:
+            # The end carries the attempt's last events, its status last: one write, and the log is
+            # whole before anyone can read that the job ended.
+            ended = JobEvent(
+                type="status",
+                job_id=job.job_id,
+                status=result.status,
+                exit_code=result.exit_code,
+                error=result.error,
+            )
+            done = a.log.finish(
+                stream.closing(ended),
+                lambda events: self._store.finish(
+                    job.model_copy(
+                        update={"cancel_requested": a.lease.cancel_requested, "progress": stream.progress}
+                    ),
+                    attempt=attempt,
+                    result=result,
+                    now=self._clock(),
+                    events=events,
+                ),
+            )
         logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
-        stream.status(done)
         self._move_on(done)
         return done
 
@@ -579,6 +697,7 @@ class _Attempt:
     stream: JobStream
     lease: Lease
     deadline: float  # time.monotonic() at which the Lambda invocation ends
+    log: AttemptLog | None = None
 
 
 def _expected_outputs(job: Job, contract: CommandContract) -> int:
