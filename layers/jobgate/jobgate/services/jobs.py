@@ -524,9 +524,17 @@ class JobService:
 
     def cancel(self, tenant: str, job_id: str) -> Job:
         read = self._store.get(job_id, tenant=tenant)
-        job = ended_announced(
-            self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
-        )
+        if read.status == JobStatus.CANCELLED:
+            return read  # a cancel sent again (its first answer lost, say): the same answer
+        try:
+            job = ended_announced(
+                self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
+            )
+        except InvalidTransition:
+            current = self._store.get(job_id, tenant=tenant)
+            if current.status == JobStatus.CANCELLED:
+                return current  # cancelled meanwhile, by another request or by this one's lost answer
+            raise
         if job.terminal and self._advancer is not None:  # a running job's worker announces its own end
             self._advancer.advance(job)
         return job
