@@ -33,7 +33,8 @@ def resolver_for(template: Template) -> Resolver:
     resources = template.resources
     refs, attributes = iam.symbolic_resources(resources, template.stack_name)
     declared = {lid: res["Type"] for lid, res in resources.items()}
-    return Resolver({**template.pseudo_parameters(), **template.parameters}, refs, attributes, declared)
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 # -- SQS event sources --------------------------------------------------------------------------
@@ -159,6 +160,8 @@ def _statements(template: Template) -> list[tuple[str, int, int]]:
     for function in function_dirs(template):
         role = template.resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
         for p, policy in enumerate(template.resources[role]["Properties"].get("Policies", [])):
+            if "PolicyDocument" not in policy:
+                continue  # under a condition: test_secret_grants_follow_the_secrets_mapped checks it
             statements = policy["PolicyDocument"]["Statement"]
             for s in range(len(statements) if isinstance(statements, list) else 1):
                 found.append((function, p, s))
@@ -251,3 +254,43 @@ def test_policy_matching_follows_iam_wildcards() -> None:
     assert not iam.allows([objects], iam.Need("s3:GetObject", "arn:aws:s3:::b2/results/x"))
     conditioned = {**objects, "Condition": {"Bool": {"aws:SecureTransport": "true"}}}
     assert not iam.allows([conditioned], iam.Need("s3:GetObject", "arn:aws:s3:::b/x"))
+
+
+# -- secrets for commands -------------------------------------------------------------------------
+
+SECRET_ARN = f"arn:aws:secretsmanager:{iam.REGION}:{iam.ACCOUNT}:secret:jobgate/data-token-AbCdEf"
+PARAMETER_ARN = f"arn:aws:ssm:{iam.REGION}:{iam.ACCOUNT}:parameter/jobgate/shared-key"
+
+
+def test_secret_grants_follow_the_secrets_mapped() -> None:
+    """With secrets mapped, the worker may read exactly those (and nothing else does); without, no
+    role mentions Secrets Manager or SSM at all."""
+    mapped = load_template(
+        ROOT / "template.yaml",
+        {
+            **REQUIRED_PARAMETERS,
+            "CommandSecrets": f"DATA_TOKEN={SECRET_ARN},SHARED_KEY={PARAMETER_ARN}",
+            "CommandSecretArns": f"{SECRET_ARN},{PARAMETER_ARN}",
+        },
+    )
+    needs = {(n.action, n.resource) for n in function_needs(mapped, "WorkerFunction")}
+    assert {("secretsmanager:GetSecretValue", SECRET_ARN), ("ssm:GetParameter", PARAMETER_ARN)} <= needs
+    assert missing_grants(mapped, "WorkerFunction") == []
+    api = iam.role_statements(mapped.resources, "ApiFunction", resolver_for(mapped))
+    assert "secretsmanager" not in str(api) and "ssm:" not in str(api)
+
+    # The grant is needed: without it, the worker could not read the secrets mapped.
+    broken = copy.deepcopy(mapped)
+    role = broken.resources["WorkerFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    policies = broken.resources[role]["Properties"]["Policies"]
+    policies[:] = [p for p in policies if "Fn::If" not in p]
+    assert [line.split(" (")[0] for line in missing_grants(broken, "WorkerFunction")] == [
+        f"WorkerFunction: secretsmanager:GetSecretValue on {SECRET_ARN}",
+        f"WorkerFunction: ssm:GetParameter on {PARAMETER_ARN}",
+    ]
+
+
+def test_no_role_reads_secrets_when_none_are_mapped(template: Template) -> None:
+    for function in function_dirs(template):
+        statements = iam.role_statements(template.resources, function, resolver_for(template))
+        assert "secretsmanager" not in str(statements), function

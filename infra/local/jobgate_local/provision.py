@@ -143,6 +143,7 @@ def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
         result.physical_ids,
         result.attributes,
         {lid: res["Type"] for lid, res in resources.items()},
+        template.conditions,
     )
     _apply_skipped_properties(template, result, resolver)
     _apply_policies(template, result, resolver)

@@ -163,7 +163,7 @@ class DevStack:
                 )
         parameters = {**template.pseudo_parameters(), **template.parameters}
         declared = {lid: res["Type"] for lid, res in template.resources.items()}
-        return Resolver(parameters, refs, attributes, declared)
+        return Resolver(parameters, refs, attributes, declared, template.conditions)
 
     async def _start_pools(self, configs: Mapping[str, FunctionConfig], endpoint_url: str) -> None:
         assert self.template is not None

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobgate.services.secrets import parse_secret_map
+
 # API Gateway answers 504 after 30 s; a sync request must hand back 202 well before that.
 MAX_SYNC_WAIT_S = 25.0
 # GET /v1/jobs/{id}/events waits at most this long for an event (a long poll), well within the 28 s budget.
@@ -83,12 +85,22 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated; empty: no CORS headers
     cors_allow_credentials: bool = False
 
+    # -- secrets for commands (docs/security.md) --------------------------------------------------
+    # `NAME=arn,...`: each secret name a command set declares -> the ARN of a Secrets Manager secret
+    # or an SSM parameter holding its value. A job whose command needs a name not mapped is a 422.
+    command_secrets: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
     @field_validator("egress_allow", "cors_origins", "s3_input_buckets", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("command_secrets", mode="before")
+    @classmethod
+    def _secret_map(cls, value: Any) -> Any:
+        return parse_secret_map(value) if isinstance(value, str) else value
 
     @field_validator("egress_allow")
     @classmethod

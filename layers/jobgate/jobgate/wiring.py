@@ -15,6 +15,7 @@ from jobgate.adapters.events import EventStore
 from jobgate.adapters.keys import KeyStore
 from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
+from jobgate.adapters.secrets import SecretStore
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
@@ -23,6 +24,7 @@ from jobgate.services.keys import Authenticator, KeyService
 from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
 from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.registry import Registry
+from jobgate.services.secrets import CommandSecrets
 from jobgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class ApiServices:
             default_timeout_s=min(self.settings.default_job_timeout_s, self.settings.max_job_timeout_s),
             max_timeout_s=self.settings.max_job_timeout_s,
             sync_poll_s=self.settings.sync_poll_s,
+            secrets=frozenset(self.settings.command_secrets),
         )
         return JobService(
             self.store,
@@ -90,6 +93,7 @@ class ApiServices:
             timeout_for=self.jobs.timeout_for,
             admission=self.admission,
             ttl=timedelta(days=self.settings.job_ttl_days),
+            check_secrets=self.jobs.check_secrets,
         )
 
     @cached_property
@@ -207,6 +211,11 @@ def build_worker(
         advancer=services.advancer,
         queue=services.queue,
         runner=runner if runner is not None else build_zygote(settings, registry),
+        # The secret stores' clients only where secrets are mapped: no other worker calls them.
+        secrets=CommandSecrets(
+            settings.command_secrets,
+            SecretStore(aws.secretsmanager(), aws.ssm()) if settings.command_secrets else None,
+        ),
     )
 
 

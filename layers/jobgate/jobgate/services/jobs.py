@@ -110,6 +110,7 @@ class JobLimits(BaseModel):
     default_timeout_s: int
     max_timeout_s: int
     sync_poll_s: float = 0.25  # the longest interval between two reads of a sync-mode job
+    secrets: frozenset[str] = frozenset()  # the secret names the operator mapped (JOBGATE_COMMAND_SECRETS)
 
 
 class OutputLink(Output):
@@ -208,6 +209,7 @@ class JobService:
     def submit(self, tenant: str, request: JobRequest) -> tuple[Job, bool]:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
         invocation = self._registry.check(request.stage, request.command, request.args)
+        self.check_secrets(invocation)
         timeout_s = self._timeout(request, invocation)
         staged = self.check_inputs(tenant, invocation)
         if self._admit is not None:
@@ -245,6 +247,7 @@ class JobService:
         A PENDING asset whose file has arrived is judged as a submit would settle it, but not recorded.
         """
         invocation = self._registry.check(request.stage, request.command, request.args)
+        self.check_secrets(invocation)
         timeout_s = self._timeout(request, invocation)
         inputs = self._check_inputs(tenant, invocation, record=False)
         if self._admit is not None:
@@ -276,6 +279,21 @@ class JobService:
                 extra={"job_id": job_id},
             )
         return [f"run_id '{request.run_id}' names job {job_id} already: a submit answers that job."]
+
+    def check_secrets(self, invocation: Invocation) -> None:
+        """A command that needs a secret this deployment does not map cannot run: a 422 naming it."""
+        contract = invocation.contract
+        missing = sorted(set(contract.secrets) - self._limits.secrets)
+        if missing:
+            names = ", ".join(f"'{name}'" for name in missing)
+            raise ValidationFailed(
+                f"{contract.stage} {contract.command} needs the secret {names}, "
+                "which is not configured on this deployment.",
+                [
+                    {"loc": ["body", "command"], "msg": f"needs the unconfigured secret {name}"}
+                    for name in missing
+                ],
+            )
 
     def _timeout(self, request: JobRequest, invocation: Invocation) -> int:
         return self.timeout_for(request.timeout_s, invocation)

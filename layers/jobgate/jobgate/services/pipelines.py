@@ -175,7 +175,9 @@ class PipelineService:
         admission: JobAdmission | None = None,
         ttl: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        check_secrets: Callable[[Invocation], None] | None = None,
     ) -> None:
+        self._check_secrets = check_secrets
         self._store = store
         self._queue = queue
         self._registry = registry
@@ -289,6 +291,8 @@ class PipelineService:
     def _check(self, tenant: str, request: PipelineRequest) -> dict[str, Invocation]:
         invocations = _check_steps(self._registry, request)
         for inv in invocations.values():
+            if self._check_secrets is not None:
+                self._check_secrets(inv)
             self._check_inputs(tenant, inv)
         if self._admission is not None:
             # The same limits as single jobs: args size, where URLs may point, active jobs.
