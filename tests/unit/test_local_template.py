@@ -35,7 +35,8 @@ def fake_resolver(template: Template) -> Resolver:
         for lid, kind in declared.items()
         if kind == "AWS::SQS::Queue"
     }
-    return Resolver({**template.pseudo_parameters(), **template.parameters}, refs, attributes, declared)
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 def test_functions_come_from_the_template_with_their_code_folder_and_handler(template: Template) -> None:

@@ -102,7 +102,7 @@ class ProvisionedStack:
 def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
     """Create the data resources in moto and apply what its CloudFormation leaves out."""
     resources = template.resources
-    provisioned = template.logical_ids(*PROVISIONED_TYPES)
+    provisioned = [lid for lid in template.logical_ids(*PROVISIONED_TYPES) if template.active(lid)]
     body = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Parameters": template.cfn.get("Parameters", {}),

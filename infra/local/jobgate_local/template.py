@@ -84,6 +84,15 @@ class Template:
         """The Conditions section, for a Resolver to evaluate Fn::If and Condition with."""
         return dict(self.cfn.get("Conditions", {}))
 
+    def active(self, logical_id: str) -> bool:
+        """Whether CloudFormation would create the resource: its Condition, if any, holds."""
+        condition = self.resources[logical_id].get("Condition")
+        if condition is None:
+            return True
+        declared = {lid: res["Type"] for lid, res in self.resources.items()}
+        parameters = {**self.pseudo_parameters(), **self.parameters}
+        return Resolver(parameters, {}, {}, declared, self.conditions).condition(condition)
+
     def logical_ids(self, *types: str) -> list[str]:
         return [lid for lid, res in self.resources.items() if res.get("Type") in types]
 
@@ -402,6 +411,8 @@ def function_configs(template: Template, resolver: Resolver) -> dict[str, Functi
     """Every Lambda function of the translation, with its code folder, handler and resolved environment."""
     configs: dict[str, FunctionConfig] = {}
     for logical_id in template.logical_ids("AWS::Lambda::Function"):
+        if not template.active(logical_id):
+            continue  # its Condition is false: CloudFormation would not create it
         properties = template.resources[logical_id]["Properties"]
         image_env: dict[str, str] = {}
         if properties.get("PackageType") == "Image":

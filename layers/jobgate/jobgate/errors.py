@@ -125,6 +125,12 @@ class SecretUnavailable(JobgateError):
     status, title, type_slug = 503, "Secret unavailable", "secret-unavailable"
 
 
+class NoCapacity(JobgateError):
+    """The container runner has no capacity for a task now (RunTask refused it); later may do."""
+
+    status, title, type_slug = 503, "No capacity", "no-capacity"
+
+
 class RunnerUnavailable(JobgateError):
     """The process that forks the worker's commands (the zygote) failed to start or stopped."""
 

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,12 +90,40 @@ class Settings(BaseSettings):
     # or an SSM parameter holding its value. A job whose command needs a name not mapped is a 422.
     command_secrets: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
-    @field_validator("egress_allow", "cors_origins", "s3_input_buckets", mode="before")
+    # -- the container runner (docs/architecture.md) ----------------------------------------------
+    # ContainerJobsQueue, whose dispatcher starts one ECS task per job; unset (or empty), there is no
+    # container runner and a job longer than the Lambda's budget is a 422.
+    container_queue_url: str | None = None
+    container_max_timeout_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+    # Where the dispatcher starts a job's task (the template's ECS resources and network parameters).
+    container_cluster: str = ""
+    container_task_definition: str = ""
+    container_name: str = "worker"
+    container_subnets: Annotated[tuple[str, ...], NoDecode] = ()
+    container_security_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    container_capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = "FARGATE"
+    # Deliveries of a job's message the dispatcher tries RunTask on before the job fails (`capacity`);
+    # keep it below ContainerJobsQueue's maxReceiveCount.
+    container_dispatch_tries: int = Field(default=5, ge=1, le=20)
+
+    @field_validator(
+        "egress_allow",
+        "cors_origins",
+        "s3_input_buckets",
+        "container_subnets",
+        "container_security_groups",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("container_queue_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("command_secrets", mode="before")
     @classmethod

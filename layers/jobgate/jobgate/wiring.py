@@ -28,6 +28,7 @@ from jobgate.services.secrets import CommandSecrets
 from jobgate.settings import Settings
 
 if TYPE_CHECKING:
+    from jobgate.services.containers import ContainerDispatcher
     from jobgate.services.executor import CommandRunner
     from jobgate.services.sweeper import Sweeper
     from jobgate.services.worker import WorkerService
@@ -49,7 +50,7 @@ class ApiServices:
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(aws.sqs(self.budget), self.settings.queue_url)
+        return JobQueue(aws.sqs(self.budget), self.settings.queue_url, self.settings.container_queue_url)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -62,6 +63,9 @@ class ApiServices:
             max_timeout_s=self.settings.max_job_timeout_s,
             sync_poll_s=self.settings.sync_poll_s,
             secrets=frozenset(self.settings.command_secrets),
+            container_max_timeout_s=(
+                self.settings.container_max_timeout_s if self.settings.container_queue_url else None
+            ),
         )
         return JobService(
             self.store,
@@ -216,6 +220,29 @@ def build_worker(
             settings.command_secrets,
             SecretStore(aws.secretsmanager(), aws.ssm()) if settings.command_secrets else None,
         ),
+    )
+
+
+def build_dispatcher(settings: Settings) -> ContainerDispatcher:
+    """The container runner's dispatcher: RunTask per job message, as the settings place tasks."""
+    from jobgate.adapters.tasks import TaskLauncher, TaskPlacement
+    from jobgate.services.containers import ContainerDispatcher
+
+    services = ApiServices(settings, Registry([]), aws.BACKGROUND)
+    placement = TaskPlacement(
+        cluster=settings.container_cluster,
+        task_definition=settings.container_task_definition,
+        container=settings.container_name,
+        subnets=settings.container_subnets,
+        security_groups=settings.container_security_groups,
+        capacity_provider=settings.container_capacity_provider,
+    )
+    return ContainerDispatcher(
+        services.store,
+        TaskLauncher(aws.ecs(), placement),
+        tries=settings.container_dispatch_tries,
+        publisher=services.publisher,
+        advancer=services.advancer,
     )
 
 

@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -166,6 +167,10 @@ def secretsmanager(budget: Budget = BACKGROUND) -> SecretsManagerClient:
 
 def ssm(budget: Budget = BACKGROUND) -> SSMClient:
     return _client("ssm", budget)  # type: ignore[no-any-return]
+
+
+def ecs(budget: Budget = BACKGROUND) -> ECSClient:
+    return _client("ecs", budget)  # type: ignore[no-any-return]
 
 
 def reset_clients() -> None:

@@ -28,11 +28,14 @@ def manifest_document(command_set: CommandSet) -> dict[str, Any]:
     return {
         "command_set": command_set.name,
         "stage_aliases": dict(sorted(aliases.items())),
-        # A contract without secrets reads as it did before contracts could name any.
-        "contracts": [
-            c.model_dump(mode="json", exclude=None if c.secrets else {"secrets"}) for c in contracts
-        ],
+        "contracts": [c.model_dump(mode="json", exclude=_unset_new_fields(c)) for c in contracts],
     }
+
+
+def _unset_new_fields(contract: CommandContract) -> set[str]:
+    """Fields added to contracts later, left out while unset: a contract reads as it did before."""
+    unset = {"secrets"} if not contract.secrets else set()
+    return unset | ({"runner"} if contract.runner is None else set())
 
 
 def render(document: dict[str, Any]) -> str:

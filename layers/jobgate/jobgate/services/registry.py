@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field, field_validator
 
 from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
+from jobgate.models import Runner
 from jobgate.services.secrets import SECRET_NAME_RE
 
 ENTRY_POINT_GROUP = "jobgate.command_sets"
@@ -73,6 +74,9 @@ class CommandContract(BaseModel):
     # Secrets the command needs, by name: the worker puts each in its child's environment under that
     # name, read from where the operator maps it (jobgate.services.secrets).
     secrets: list[str] = Field(default_factory=list)
+    # "container": every job of the command runs on the container runner, whatever its timeout_s;
+    # "lambda": never; unset: the container runner only when timeout_s is past the Lambda's budget.
+    runner: Runner | None = None
 
     @field_validator("secrets")
     @classmethod

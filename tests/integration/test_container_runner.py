@@ -1,0 +1,175 @@
+"""The container runner on the strict local AWS: long jobs routed to its queue, a RunTask per job,
+capacity refusals retried and then failed (`capacity`)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from jobgate.adapters import aws as aws_clients
+from jobgate.adapters.dynamo import JobStore
+from jobgate.adapters.tasks import TaskLauncher, TaskPlacement
+from jobgate.errors import NoCapacity, ValidationFailed
+from jobgate.models import JobRequest, JobStatus
+from jobgate.services.containers import ContainerDispatcher
+from jobgate.services.registry import CommandContract, ParamSpec, Registry
+from jobgate.settings import Settings
+from jobgate.wiring import ApiServices
+
+from tests.support.aws import Resources
+from tests.support.strict import StrictAws
+
+pytestmark = pytest.mark.timeout(60)
+HOURS_6 = 6 * 3600
+
+
+def _contracts() -> Registry:
+    params = [ParamSpec(dest="value", flags=["--value"], kind="option")]
+    return Registry(
+        [
+            CommandContract(command_set="long", stage="long", command="any", params=params),
+            CommandContract(
+                command_set="long", stage="long", command="boxed", params=params, runner="container"
+            ),
+        ]
+    )
+
+
+def _services(resources: Resources, container_queue: str | None) -> ApiServices:
+    settings = Settings(
+        table_name=resources.table_name,
+        queue_url=resources.queue_url,
+        bucket_name=resources.bucket_name,
+        container_queue_url=container_queue,
+    )
+    return ApiServices(settings, _contracts())
+
+
+@pytest.fixture
+def container_queue(aws: StrictAws) -> str:
+    url: str = boto3.client("sqs").create_queue(QueueName="container-jobs-test")["QueueUrl"]
+    return url
+
+
+def _messages(url: str) -> list[str]:
+    got = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    return [m["Body"] for m in got.get("Messages", [])]
+
+
+def test_a_job_past_the_lambda_budget_goes_to_the_container_queue(
+    resources: Resources, container_queue: str
+) -> None:
+    jobs = _services(resources, container_queue).jobs
+    long_job, _ = jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    short_job, _ = jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=60))
+    boxed, _ = jobs.submit("acme", JobRequest(stage="long", command="boxed", timeout_s=60))
+
+    assert (long_job.runner, short_job.runner, boxed.runner) == ("container", "lambda", "container")
+    in_container_queue = _messages(container_queue)
+    assert sorted(long_job.job_id in m or boxed.job_id in m for m in in_container_queue) == [True, True]
+    assert [short_job.job_id in m for m in _messages(resources.queue_url)] == [True]
+    assert jobs.get("acme", long_job.job_id).runner == "container"  # on the record, as answered
+
+    with pytest.raises(ValidationFailed) as refused:
+        jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=HOURS_6 + 1))
+    assert "container runner" in refused.value.detail and f"({HOURS_6} s)" in refused.value.detail
+
+
+def test_without_a_container_runner_a_long_job_is_refused_as_before(resources: Resources) -> None:
+    jobs = _services(resources, None).jobs
+    with pytest.raises(ValidationFailed, match=r"longer than a worker can run a job \(840 s\)"):
+        jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    with pytest.raises(ValidationFailed, match="container runner"):
+        jobs.submit("acme", JobRequest(stage="long", command="boxed"))
+
+
+def _network() -> tuple[str, str]:
+    ec2 = boto3.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="jobs", Description="no ingress", VpcId=vpc)["GroupId"]
+    return subnet, group
+
+
+def test_the_dispatcher_starts_one_task_naming_the_job(resources: Resources, container_queue: str) -> None:
+    jobs = _services(resources, container_queue).jobs
+    job, _ = jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    ecs = boto3.client("ecs")
+    ecs.create_cluster(clusterName="jobs")
+    definition = ecs.register_task_definition(
+        family="worker",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="2048",
+        memory="8192",
+        containerDefinitions=[{"name": "worker", "image": "worker:latest", "memory": 8192}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    subnet, group = _network()
+    placement = TaskPlacement("jobs", definition, subnets=(subnet,), security_groups=(group,))
+    store = JobStore(aws_clients.dynamodb(), resources.table_name, timedelta(days=1))
+    dispatcher = ContainerDispatcher(store, TaskLauncher(aws_clients.ecs(), placement), tries=5)
+
+    assert dispatcher.dispatch(job.job_id, "acme", receive_count=1) is not None
+    tasks = ecs.describe_tasks(cluster="jobs", tasks=ecs.list_tasks(cluster="jobs")["taskArns"])["tasks"]
+    assert len(tasks) == 1
+    environment = tasks[0]["overrides"]["containerOverrides"][0]["environment"]
+    assert {"name": "JOBGATE_JOB_ID", "value": job.job_id} in environment
+
+    store.end_unfinished(store.get(job.job_id), _cancelled(), now=job.created_at)  # ended meanwhile
+    dispatcher.dispatch(job.job_id, "acme", receive_count=1)
+    assert len(ecs.list_tasks(cluster="jobs")["taskArns"]) == 1  # no task for an ended job
+
+
+def _cancelled() -> Any:
+    from jobgate.models import JobError, JobResult
+
+    return JobResult(
+        status=JobStatus.CANCELLED,
+        exit_code=None,
+        stdout_tail="",
+        stderr_tail="",
+        error=JobError(type="cancelled", message="test"),
+    )
+
+
+class NoFargateCapacity:
+    """ECS's answer when Fargate has no capacity (moto always has some): the error RunTask raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run_task(self, **_: Any) -> Any:
+        self.calls += 1
+        error = {
+            "Code": "AmazonECSException",
+            "Message": "Capacity is unavailable at this time. Please try again later or in a different "
+            "availability zone",
+        }
+        raise ClientError({"Error": error}, "RunTask")
+
+
+def test_capacity_refusals_are_retried_then_the_job_fails_with_capacity(
+    resources: Resources, container_queue: str
+) -> None:
+    services = _services(resources, container_queue)
+    job, _ = services.jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    ecs = NoFargateCapacity()
+    launcher = TaskLauncher(ecs, TaskPlacement("jobs", "worker:1"))  # type: ignore[arg-type]
+    dispatcher = ContainerDispatcher(services.store, launcher, tries=3, publisher=services.publisher)
+
+    for receive in (1, 2):
+        with pytest.raises(NoCapacity):
+            dispatcher.dispatch(job.job_id, "acme", receive_count=receive)
+        assert services.store.get(job.job_id).status == JobStatus.QUEUED
+    done = dispatcher.dispatch(job.job_id, "acme", receive_count=3)
+
+    assert done is not None and done.status == JobStatus.FAILED
+    assert done.error is not None and done.error.type == "capacity"
+    assert "Capacity is unavailable" in done.error.message
+    assert ecs.calls == 3
+    page = services.jobs.events("acme", job.job_id, after_seq=0, until=time.monotonic())
+    assert page.done and page.events[-1].type == "status" and page.events[-1].status == JobStatus.FAILED
