@@ -3,8 +3,11 @@ capacity refusals retried and then failed (`capacity`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -87,41 +90,47 @@ def test_without_a_container_runner_a_long_job_is_refused_as_before(resources: R
         jobs.submit("acme", JobRequest(stage="long", command="boxed"))
 
 
-def _network() -> tuple[str, str]:
-    ec2 = boto3.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="jobs", Description="no ingress", VpcId=vpc)["GroupId"]
-    return subnet, group
-
-
-def test_the_dispatcher_starts_one_task_naming_the_job(resources: Resources, container_queue: str) -> None:
+def test_the_dispatcher_starts_one_task_naming_the_job(
+    aws: StrictAws, resources: Resources, container_queue: str, tmp_path: Path
+) -> None:
+    """RunTask, emulated by the local AWS from a registered task definition: a process per task."""
     jobs = _services(resources, container_queue).jobs
     job, _ = jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
-    ecs = boto3.client("ecs")
-    ecs.create_cluster(clusterName="jobs")
-    definition = ecs.register_task_definition(
-        family="worker",
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="2048",
-        memory="8192",
-        containerDefinitions=[{"name": "worker", "image": "worker:latest", "memory": 8192}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    subnet, group = _network()
-    placement = TaskPlacement("jobs", definition, subnets=(subnet,), security_groups=(group,))
+    seen = tmp_path / "seen"
+    definition = "arn:aws:ecs:us-east-1:123456789012:task-definition/worker-test:1"
+    script = f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text(os.environ['JOBGATE_JOB_ID'])"
+    aws.admin(
+        "tasks",
+        definitions=[
+            {
+                "arn": definition,
+                "container": "worker",
+                "command": [sys.executable, "-c", script],
+                "environment": {"PATH": os.environ["PATH"]},
+                "roles": [],
+            }
+        ],
+    )
+    placement = TaskPlacement("jobs", definition)
     store = JobStore(aws_clients.dynamodb(), resources.table_name, timedelta(days=1))
     dispatcher = ContainerDispatcher(store, TaskLauncher(aws_clients.ecs(), placement), tries=5)
 
     assert dispatcher.dispatch(job.job_id, "acme", receive_count=1) is not None
-    tasks = ecs.describe_tasks(cluster="jobs", tasks=ecs.list_tasks(cluster="jobs")["taskArns"])["tasks"]
+    give_up_at = time.monotonic() + 20
+    while not seen.exists() and time.monotonic() < give_up_at:
+        time.sleep(0.05)
+    assert seen.read_text() == job.job_id
+    tasks = [
+        t for t in aws.admin_get("tasks")["tasks"] if t["environment"].get("JOBGATE_JOB_ID") == job.job_id
+    ]
     assert len(tasks) == 1
-    environment = tasks[0]["overrides"]["containerOverrides"][0]["environment"]
-    assert {"name": "JOBGATE_JOB_ID", "value": job.job_id} in environment
 
     store.end_unfinished(store.get(job.job_id), _cancelled(), now=job.created_at)  # ended meanwhile
     dispatcher.dispatch(job.job_id, "acme", receive_count=1)
-    assert len(ecs.list_tasks(cluster="jobs")["taskArns"]) == 1  # no task for an ended job
+    again = [
+        t for t in aws.admin_get("tasks")["tasks"] if t["environment"].get("JOBGATE_JOB_ID") == job.job_id
+    ]
+    assert len(again) == 1  # no task for an ended job
 
 
 def _cancelled() -> Any:

@@ -108,6 +108,12 @@ class StrictAws:
         result: dict[str, Any] = answer.json()
         return result
 
+    def admin_get(self, path: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.endpoint_url}/_jobgate/{path}", timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
     def reset(self) -> None:
         """Empty DynamoDB, SQS and S3 (the roles and their sessions stay) and turn faults off."""
         self.admin("reset", services=["dynamodb", "sqs", "s3"])

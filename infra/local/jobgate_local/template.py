@@ -551,6 +551,8 @@ def sqs_event_sources(
     """The template's enabled SQS event source mappings; ``queue_urls`` maps each queue's ARN to its URL."""
     sources: list[SqsEventSource] = []
     for logical_id in template.logical_ids("AWS::Lambda::EventSourceMapping"):
+        if not template.active(logical_id):
+            continue
         properties = template.resources[logical_id]["Properties"]
         arn = resolver.resolve_string(properties["EventSourceArn"])
         if not arn.startswith("arn:aws:sqs:"):

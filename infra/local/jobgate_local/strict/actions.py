@@ -46,6 +46,8 @@ class Call:
     region: str
     account: str
     permissions: list[tuple[str, str]] = field(default_factory=list)
+    # Condition keys AWS sets for an action of this call (action -> {key: value}).
+    condition_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     queue_url: str | None = None  # SQS
     bucket: str | None = None  # S3
     key: str | None = None  # S3
