@@ -17,11 +17,11 @@ from jobgate.adapters import aws as aws_clients
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.tasks import TaskLauncher, TaskPlacement
 from jobgate.errors import NoCapacity, ValidationFailed
-from jobgate.models import JobRequest, JobStatus
+from jobgate.models import JobRequest, JobStatus, utcnow
 from jobgate.services.containers import ContainerDispatcher
 from jobgate.services.registry import CommandContract, ParamSpec, Registry
 from jobgate.settings import Settings
-from jobgate.wiring import ApiServices
+from jobgate.wiring import ApiServices, build_sweeper
 
 from tests.support.aws import Resources
 from tests.support.strict import StrictAws
@@ -182,3 +182,29 @@ def test_capacity_refusals_are_retried_then_the_job_fails_with_capacity(
     assert ecs.calls == 3
     page = services.jobs.events("acme", job.job_id, after_seq=0, until=time.monotonic())
     assert page.done and page.events[-1].type == "status" and page.events[-1].status == JobStatus.FAILED
+
+
+def test_a_job_whose_task_died_goes_back_to_the_container_runner(
+    resources: Resources, container_queue: str
+) -> None:
+    """The sweeper hands a container job whose task stopped renewing its lease to the container
+    runner's queue (not the worker Lambda's), where the dispatcher starts a new task that takes it over."""
+    settings = Settings(
+        table_name=resources.table_name,
+        queue_url=resources.queue_url,
+        bucket_name=resources.bucket_name,
+        container_queue_url=container_queue,
+    )
+    services = ApiServices(settings, _contracts())
+    job, _ = services.jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    assert len(_messages(container_queue)) == 1  # the first task's message (taken: it started)
+    # Its task claimed it and died: the lease it took ran out minutes ago.
+    then = utcnow() - timedelta(minutes=5)
+    services.store.claim(services.store.get(job.job_id), now=then, lease_until=then + timedelta(seconds=30))
+
+    report = build_sweeper(settings).sweep()
+
+    assert report.rescued == [job.job_id]
+    assert _messages(resources.queue_url) == []
+    rescued = _messages(container_queue)
+    assert len(rescued) == 1 and job.job_id in rescued[0]
