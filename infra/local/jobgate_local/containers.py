@@ -34,9 +34,6 @@ class ContainerTasks:
 
     name = "containers"
 
-    def __init__(self) -> None:
-        self.registered: list[str] = []
-
     def reserve(self) -> None:
         pass
 
@@ -124,7 +121,6 @@ class ContainerTasks:
         }
         answer = httpx.post(f"{stack.endpoint_url}/_jobgate/tasks", json=document, timeout=30)
         answer.raise_for_status()
-        self.registered = list(answer.json()["definitions"])
 
     async def stop(self) -> None:
         pass

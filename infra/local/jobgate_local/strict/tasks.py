@@ -196,13 +196,6 @@ class LocalTasks:
         threading.Thread(target=_kill_after, args=(task, _STOP_GRACE_S), daemon=True).start()
         return 200, {"task": task.describe()}
 
-    def stop_all(self) -> None:
-        with self._lock:
-            tasks = list(self._tasks.values())
-        for task in tasks:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(task.process.pid, signal.SIGKILL)
-
 
 def _override_environment(overrides: dict[str, Any], container: str | None = None) -> dict[str, str]:
     variables: dict[str, str] = {}
