@@ -21,7 +21,9 @@ def record_handler(record: SQSRecord) -> None:
     message = JobMessage.model_validate_json(record.body)
     logger.append_keys(job_id=message.job_id)
     receives = int(record.attributes.approximate_receive_count or 1)
-    _dispatcher.dispatch(message.job_id, message.tenant, receive_count=receives)
+    _dispatcher.dispatch(
+        message.job_id, message.tenant, receive_count=receives, task_starts=message.task_starts
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

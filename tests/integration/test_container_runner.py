@@ -3,6 +3,7 @@ capacity refusals retried and then failed (`capacity`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -208,3 +209,45 @@ def test_a_job_whose_task_died_goes_back_to_the_container_runner(
     assert _messages(resources.queue_url) == []
     rescued = _messages(container_queue)
     assert len(rescued) == 1 and job.job_id in rescued[0]
+
+
+def test_a_task_that_never_takes_its_job_is_replaced_then_the_job_fails(
+    aws: StrictAws, resources: Resources, container_queue: str
+) -> None:
+    """RunTask succeeded but the task never claimed the job (it could not pull its image, say): the
+    dispatcher's delayed check starts another, up to three, then the job fails `never_started`."""
+    services = _services(resources, container_queue)
+    job, _ = services.jobs.submit("acme", JobRequest(stage="long", command="any", timeout_s=7200))
+    assert len(_messages(container_queue)) == 1  # the submit's message, being handled below
+    definition = "arn:aws:ecs:us-east-1:123456789012:task-definition/dies-at-once:1"
+    aws.admin(
+        "tasks",
+        definitions=[
+            {
+                "arn": definition,
+                "container": "worker",
+                "command": [sys.executable, "-c", "pass"],
+                "environment": {},
+            }
+        ],
+    )
+    launcher = TaskLauncher(aws_clients.ecs(), TaskPlacement("jobs", definition))
+    dispatcher = ContainerDispatcher(
+        services.store, launcher, tries=5, queue=services.queue, start_grace_s=0, publisher=services.publisher
+    )
+
+    starts = 0
+    for _ in range(3):
+        dispatcher.dispatch(job.job_id, "acme", receive_count=1, task_starts=starts)
+        checks = [json.loads(body) for body in _messages(container_queue)]
+        assert [(c["job_id"], c["task_starts"]) for c in checks] == [(job.job_id, starts + 1)]
+        starts = checks[0]["task_starts"]
+    done = dispatcher.dispatch(job.job_id, "acme", receive_count=1, task_starts=starts)
+
+    assert done is not None and done.status == JobStatus.FAILED
+    assert done.error is not None and done.error.type == "never_started"
+    assert "3 tasks were started" in done.error.message
+    ours = [
+        t for t in aws.admin_get("tasks")["tasks"] if t["environment"].get("JOBGATE_JOB_ID") == job.job_id
+    ]
+    assert len(ours) == 3 and _messages(container_queue) == []

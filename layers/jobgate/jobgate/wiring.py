@@ -241,6 +241,7 @@ def build_dispatcher(settings: Settings) -> ContainerDispatcher:
         services.store,
         TaskLauncher(aws.ecs(), placement),
         tries=settings.container_dispatch_tries,
+        queue=services.queue,
         publisher=services.publisher,
         advancer=services.advancer,
     )

@@ -22,7 +22,9 @@ class JobQueue:
         self._url = queue_url
         self._container_url = container_queue_url
 
-    def send(self, job_id: str, tenant: str, *, delay_s: int = 0, runner: Runner = "lambda") -> str:
+    def send(
+        self, job_id: str, tenant: str, *, delay_s: int = 0, runner: Runner = "lambda", task_starts: int = 0
+    ) -> str:
         url = self._url
         if runner == "container":
             if self._container_url is None:
@@ -32,7 +34,13 @@ class JobQueue:
             got = self._sqs.send_message(
                 QueueUrl=url,
                 DelaySeconds=max(0, min(900, delay_s)),
-                MessageBody=json.dumps({"job_id": job_id, "tenant": tenant}),
+                MessageBody=json.dumps(
+                    {
+                        "job_id": job_id,
+                        "tenant": tenant,
+                        **({"task_starts": task_starts} if task_starts else {}),
+                    }
+                ),
                 MessageAttributes={"job_id": {"DataType": "String", "StringValue": job_id}},
             )
         except (ClientError, BotoCoreError) as exc:
