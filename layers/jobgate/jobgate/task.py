@@ -12,6 +12,7 @@ over (attempts + 1), as for a lost Lambda worker.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -22,6 +23,17 @@ from jobgate.wiring import build_worker, build_zygote
 
 # Past the job's own limit: staging before it, uploads and the record after it.
 FINISH_BUDGET_S = 15 * 60
+
+
+class TaskStopped(Exception):
+    """ECS is stopping the task (StopTask, a Spot interruption, a scale-in): SIGTERM, then SIGKILL."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    # Raised in the main thread, wherever it is: the command's supervisor kills the job's process
+    # group, and the worker releases the job's lease on the way out, so that a new task can take it
+    # over at the sweeper's next pass instead of after the lease runs out.
+    raise TaskStopped(f"signal {signum}")
 
 
 def main() -> int:
@@ -35,12 +47,16 @@ def main() -> int:
     worker = build_worker(settings, registry, runner=zygote)
     worker.prepare()
     deadline = time.monotonic() + settings.container_max_timeout_s + FINISH_BUDGET_S
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         job = worker.handle(
             job_id,
             remaining_s=lambda: deadline - time.monotonic(),
             tenant=os.environ.get("JOBGATE_JOB_TENANT"),
         )
+    except TaskStopped:
+        logger.warning("task stopped; its job was released for another task", job_id=job_id)
+        return 143
     except Exception:
         # The job's lease was released: the sweeper has it run again by a new task.
         logger.exception("task could not run its job", job_id=job_id)

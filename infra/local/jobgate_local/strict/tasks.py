@@ -7,9 +7,9 @@ interpreter), its environment resolved, the roles it names, and the task role's 
 through moto's STS, as ECS hands them to a task). ``RunTask``, once IAM allowed it (``ecs:RunTask`` on
 the task definition and ``iam:PassRole`` on each role it names, as ECS checks), starts one process
 per task with that environment, the container's override variables, and a temporary folder of its own
-(a task's /tmp is its own). ``DescribeTasks``, ``ListTasks`` and ``StopTask`` (SIGTERM to the task's
-process group, then SIGKILL after ECS's 30 s) answer from what runs here. ``GET /_jobgate/tasks`` lists
-the tasks with their pids, so a test can kill one as Fargate would.
+(a task's /tmp is its own). ``DescribeTasks``, ``ListTasks`` and ``StopTask`` (SIGTERM to the
+task's first process, then SIGKILL to all of it after ECS's 30 s) answer from what runs here.
+``GET /_jobgate/tasks`` lists the tasks with their pids, so a test can kill one as Fargate would.
 """
 
 from __future__ import annotations
@@ -191,8 +191,9 @@ class LocalTasks:
         if task is None:
             return 400, _client_error("The referenced task was not found.")
         task.stop_reason = str(body.get("reason") or "Task stopped by user")
+        # As Docker stops a container: SIGTERM to its first process, everything killed after the grace.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(task.process.pid, signal.SIGTERM)
+            os.kill(task.process.pid, signal.SIGTERM)
         threading.Thread(target=_kill_after, args=(task, _STOP_GRACE_S), daemon=True).start()
         return 200, {"task": task.describe()}
 
