@@ -108,6 +108,12 @@ class StrictAws:
         result: dict[str, Any] = answer.json()
         return result
 
+    def admin_get(self, path: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.endpoint_url}/_jobgate/{path}", timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
     def reset(self) -> None:
         """Empty DynamoDB, SQS and S3 (the roles and their sessions stay) and turn faults off."""
         self.admin("reset", services=["dynamodb", "sqs", "s3"])
@@ -126,6 +132,25 @@ def _folder_of(template: Template, resolver: Resolver) -> dict[str, str]:
     return {lid: config.code_dir.name for lid, config in function_configs(template, resolver).items()}
 
 
+def resolver_for(template: Template, endpoint: str, resources: dict[str, str]) -> Resolver:
+    """Intrinsics of the template resolved as the tests name its resources (JobsTable -> jobs-test)."""
+    refs = {**resources, "WebSocketApi": "localws"}
+    attributes = {}
+    for lid, name in resources.items():
+        kind = template.resources.get(lid, {}).get("Type")
+        if kind == "AWS::SQS::Queue":
+            refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
+            attributes[(lid, "QueueName")] = name
+            attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+        elif kind == "AWS::S3::Bucket":
+            attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
+        elif kind == "AWS::DynamoDB::Table":
+            attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    declared = {lid: res["Type"] for lid, res in template.resources.items()}
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
+
+
 def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
     """The server, with every function's role made from the template for the given resource names.
 
@@ -136,21 +161,7 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
         server.wait_ready(60)
         endpoint = server.endpoint_url
         template = load_template(TEMPLATE, {"ApiKey": "integration-test-key-0123456789"})
-        refs = {**resources, "WebSocketApi": "localws"}
-        attributes = {}
-        for lid, name in resources.items():
-            kind = template.resources.get(lid, {}).get("Type")
-            if kind == "AWS::SQS::Queue":
-                refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
-                attributes[(lid, "QueueName")] = name
-                attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
-            elif kind == "AWS::S3::Bucket":
-                attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
-            elif kind == "AWS::DynamoDB::Table":
-                attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
-        declared = {lid: res["Type"] for lid, res in template.resources.items()}
-        parameters = {**template.pseudo_parameters(), **template.parameters}
-        resolver = Resolver(parameters, refs, attributes, declared)
+        resolver = resolver_for(template, endpoint, resources)
         specs = role_specs(template, resolver)
         create_roles(endpoint, specs)
         folders = _folder_of(template, resolver)
