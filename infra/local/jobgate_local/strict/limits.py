@@ -314,11 +314,22 @@ def install_backend_limits() -> None:
         with _WRITES:
             return delete_item(self, *args, **kwargs)
 
+    DynamoDBBackend.put_item = checked_put_item  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = checked_update_item  # type: ignore[method-assign]
+    DynamoDBBackend.delete_item = locked_delete_item  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = _restoring(transact_write_items)  # type: ignore[method-assign]
+    models.copy = _TablesUncopied()  # type: ignore[assignment, attr-defined]
+    setattr(DynamoDBBackend, "_jobgate_limits", True)  # noqa: B010 (a marker moto does not declare)
+
+
+def _restoring(transact_write_items: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's transact_write_items, one at a time, putting back the items it names when it fails."""
+
     def checked_transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
         # moto backs up every table it touches (a deep copy of the whole table, on every transaction)
         # and puts the copy back on failure: under load that is seconds per write, with every other
         # write waiting. Writes are serialised here, so the items the transaction names, as they were,
-        # are backup enough: moto's copy is skipped (models_copy) and these are put back instead.
+        # are backup enough: moto's copy is skipped (`_TablesUncopied`) and these are put back instead.
         with _WRITES, _transaction():
             before = [_snapshot(self, action) for action in transact_items]
             try:
@@ -329,12 +340,7 @@ def install_backend_limits() -> None:
                         _restore(table, hash_value, range_value, item)
                 raise
 
-    DynamoDBBackend.put_item = checked_put_item  # type: ignore[method-assign]
-    DynamoDBBackend.update_item = checked_update_item  # type: ignore[method-assign]
-    DynamoDBBackend.delete_item = locked_delete_item  # type: ignore[method-assign]
-    DynamoDBBackend.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
-    models.copy = _TablesUncopied()  # type: ignore[attr-defined]
-    setattr(DynamoDBBackend, "_jobgate_limits", True)  # noqa: B010 (a marker moto does not declare)
+    return checked_transact_write_items
 
 
 class _TablesUncopied:
