@@ -118,3 +118,6 @@ get_run  # unused function (layers/jobgate/jobgate/api/routers/runs.py: a FastAP
 status_url  # unused variable (api/schemas.py, client/models.py: a field of the 202 answer)
 valid  # unused variable (services/jobs.py, client/models.py: a field of the dry-run answer)
 _._has_a_run_id  # unused method (layers/jobgate/jobgate/models.py: a pydantic validator)
+_._secret_names  # pydantic validator (layers/jobgate/jobgate/services/registry.py)
+_._empty_is_unset  # pydantic validator (layers/jobgate/jobgate/settings.py)
+_._secret_map  # pydantic validator (layers/jobgate/jobgate/settings.py)

@@ -301,11 +301,11 @@ def _soak_section(path: Path) -> list[str]:
 
 
 def _short(details: dict[str, Any]) -> dict[str, Any]:
-    """Details with floats rounded, for reading."""
+    """Details with floats rounded to 4 significant digits, for reading (a price per request stays)."""
 
     def round_all(value: Any) -> Any:
         if isinstance(value, float):
-            return round(value, 4)
+            return float(f"{value:.4g}")
         if isinstance(value, dict):
             return {k: round_all(v) for k, v in value.items()}
         if isinstance(value, list):

@@ -119,6 +119,7 @@ def test_function_environment_resolves_to_the_provisioned_names(
         provisioned.physical_ids,
         provisioned.attributes,
         declared,
+        template.conditions,
     )
     env = function_configs(template, resolver)["ApiFunction"].environment
     assert env["JOBGATE_TABLE_NAME"] == provisioned.physical_ids["JobsTable"]

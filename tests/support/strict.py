@@ -110,6 +110,12 @@ class StrictAws:
         result: dict[str, Any] = answer.json()
         return result
 
+    def admin_get(self, path: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.endpoint_url}/_jobgate/{path}", timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
     def reset(self) -> None:
         """Empty DynamoDB, SQS and S3 (the roles and their sessions stay) and turn faults off."""
         self.admin("reset", services=["dynamodb", "sqs", "s3"])
@@ -126,6 +132,28 @@ class StrictAws:
 def _folder_of(template: Template, resolver: Resolver) -> dict[str, str]:
     """Function logical id -> its folder under functions/ (what load_handler names it by)."""
     return {lid: config.code_dir.name for lid, config in function_configs(template, resolver).items()}
+
+
+def resolver_for(
+    template: Template, endpoint: str, resources: dict[str, str], refs: dict[str, str] | None = None
+) -> Resolver:
+    """Intrinsics of the template resolved as the tests name its resources (JobsTable -> jobs-test);
+    `refs` adds the Refs of resources made outside `resources` (a secret's ARN)."""
+    refs = {**resources, "WebSocketApi": "localws", **(refs or {})}
+    attributes = {}
+    for lid, name in resources.items():
+        kind = template.resources.get(lid, {}).get("Type")
+        if kind == "AWS::SQS::Queue":
+            refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
+            attributes[(lid, "QueueName")] = name
+            attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+        elif kind == "AWS::S3::Bucket":
+            attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
+        elif kind == "AWS::DynamoDB::Table":
+            attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    declared = {lid: res["Type"] for lid, res in template.resources.items()}
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
@@ -149,21 +177,7 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
             aws_session_token=ADMIN["AWS_SESSION_TOKEN"],
         )
         secret_arn = secrets.create_secret(Name="jobgate-api-key-test", SecretString=API_KEY)["ARN"]
-        refs = {**resources, "WebSocketApi": "localws", "ApiKeySecret": secret_arn}
-        attributes = {}
-        for lid, name in resources.items():
-            kind = template.resources.get(lid, {}).get("Type")
-            if kind == "AWS::SQS::Queue":
-                refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
-                attributes[(lid, "QueueName")] = name
-                attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
-            elif kind == "AWS::S3::Bucket":
-                attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
-            elif kind == "AWS::DynamoDB::Table":
-                attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
-        declared = {lid: res["Type"] for lid, res in template.resources.items()}
-        parameters = {**template.pseudo_parameters(), **template.parameters}
-        resolver = Resolver(parameters, refs, attributes, declared)
+        resolver = resolver_for(template, endpoint, resources, refs={"ApiKeySecret": secret_arn})
         specs = role_specs(template, resolver)
         create_roles(endpoint, specs)
         folders = _folder_of(template, resolver)

@@ -35,7 +35,8 @@ def fake_resolver(template: Template) -> Resolver:
         for lid, kind in declared.items()
         if kind == "AWS::SQS::Queue"
     }
-    return Resolver({**template.pseudo_parameters(), **template.parameters}, refs, attributes, declared)
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 def test_functions_come_from_the_template_with_their_code_folder_and_handler(template: Template) -> None:
@@ -204,8 +205,20 @@ def test_a_declared_resource_the_stack_does_not_play_gets_a_placeholder(
 def test_a_reference_to_nothing_declared_is_an_error() -> None:
     with pytest.raises(TemplateError, match="Missing"):
         resolver().resolve({"Ref": "Missing"})
-    with pytest.raises(TemplateError, match="Fn::If"):
+    with pytest.raises(TemplateError, match="condition C is not declared"):
         resolver().resolve({"Fn::If": ["C", 1, 2]})
+
+
+def test_conditions_are_evaluated_with_the_parameters() -> None:
+    conditions = {
+        "Set": {"Fn::Not": [{"Fn::Equals": [{"Ref": "P"}, ""]}]},
+        "Both": {"Fn::And": [{"Condition": "Set"}, True]},
+    }
+    for value, expected in (("x", ["kept", 2]), ("", [2])):
+        chosen = Resolver({"P": value}, {}, {}, {}, conditions).resolve(
+            [{"Fn::If": ["Both", "kept", {"Ref": "AWS::NoValue"}]}, {"Fn::If": ["Set", 2, 2]}]
+        )
+        assert chosen == expected
 
 
 def test_an_image_functions_environment_starts_from_its_dockerfile_env(tmp_path: Path) -> None:

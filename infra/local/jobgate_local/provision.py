@@ -102,7 +102,7 @@ class ProvisionedStack:
 def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
     """Create the data resources in moto and apply what its CloudFormation leaves out."""
     resources = template.resources
-    provisioned = template.logical_ids(*PROVISIONED_TYPES)
+    provisioned = [lid for lid in template.logical_ids(*PROVISIONED_TYPES) if template.active(lid)]
     body = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Parameters": template.cfn.get("Parameters", {}),
@@ -143,6 +143,7 @@ def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
         result.physical_ids,
         result.attributes,
         {lid: res["Type"] for lid, res in resources.items()},
+        template.conditions,
     )
     _apply_skipped_properties(template, result, resolver)
     _apply_policies(template, result, resolver)

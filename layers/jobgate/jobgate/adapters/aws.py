@@ -35,9 +35,11 @@ from jobgate import observability as obs
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
 
 # botocore's standard retry mode: the sleep before retry i (1-based) is rand(0, 1) * min(scale * 2**(i-1),
 # 20) s, scale 1 s for throttling errors, and an x-amz-retry-after header may add up to 5 s.
@@ -177,8 +179,16 @@ def s3(budget: Budget = API) -> S3Client:
     return _client("s3", budget)  # type: ignore[no-any-return]
 
 
-def secretsmanager(budget: Budget = API) -> SecretsManagerClient:
+def secretsmanager(budget: Budget = BACKGROUND) -> SecretsManagerClient:
     return _client("secretsmanager", budget)  # type: ignore[no-any-return]
+
+
+def ssm(budget: Budget = BACKGROUND) -> SSMClient:
+    return _client("ssm", budget)  # type: ignore[no-any-return]
+
+
+def ecs(budget: Budget = BACKGROUND) -> ECSClient:
+    return _client("ecs", budget)  # type: ignore[no-any-return]
 
 
 def cloudformation(budget: Budget = API) -> CloudFormationClient:

@@ -8,22 +8,39 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobgate.errors import QueueError
+from jobgate.models import Runner
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
 class JobQueue:
-    def __init__(self, client: SQSClient, queue_url: str) -> None:
+    """The worker Lambda's queue, and the container runner's (its dispatcher starts a task per message)."""
+
+    def __init__(self, client: SQSClient, queue_url: str, container_queue_url: str | None = None) -> None:
         self._sqs = client
         self._url = queue_url
+        self._container_url = container_queue_url
 
-    def send(self, job_id: str, tenant: str, *, delay_s: int = 0) -> str:
+    def send(
+        self, job_id: str, tenant: str, *, delay_s: int = 0, runner: Runner = "lambda", task_starts: int = 0
+    ) -> str:
+        url = self._url
+        if runner == "container":
+            if self._container_url is None:
+                raise QueueError(f"Job {job_id} runs on the container runner, which is not deployed here.")
+            url = self._container_url
         try:
             got = self._sqs.send_message(
-                QueueUrl=self._url,
+                QueueUrl=url,
                 DelaySeconds=max(0, min(900, delay_s)),
-                MessageBody=json.dumps({"job_id": job_id, "tenant": tenant}),
+                MessageBody=json.dumps(
+                    {
+                        "job_id": job_id,
+                        "tenant": tenant,
+                        **({"task_starts": task_starts} if task_starts else {}),
+                    }
+                ),
                 MessageAttributes={"job_id": {"DataType": "String", "StringValue": job_id}},
             )
         except (ClientError, BotoCoreError) as exc:

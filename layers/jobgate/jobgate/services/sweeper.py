@@ -161,7 +161,7 @@ class Sweeper:
         if job.lease_until is None or job.lease_until >= stale:
             return
         # The worker that takes the message over retries the job, or fails it after its last attempt.
-        self._queue.send(job.job_id, job.tenant)
+        self._queue.send(job.job_id, job.tenant, runner=job.runner)
         report.rescued.append(job.job_id)
 
     def _move_on(self, job: Job) -> None:

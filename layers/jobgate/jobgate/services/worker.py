@@ -19,7 +19,7 @@ from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
-from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound
+from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound, SecretUnavailable
 from jobgate.media import guess_media_type
 from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobEvent, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
@@ -39,6 +39,7 @@ from jobgate.services.jobs import archive_key, log_key, manifest_key, output_key
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
+from jobgate.services.secrets import CommandSecrets, masked_parts
 
 # Reads and conditional writes a claim (or a dead letter) tries while the job moves under it.
 _CLAIM_ROUNDS = 3
@@ -229,7 +230,9 @@ class WorkerService:
         advancer: Advancer | None = None,
         queue: JobQueue | None = None,
         runner: CommandRunner | None = None,
+        secrets: CommandSecrets | None = None,
     ) -> None:
+        self._secrets = secrets if secrets is not None else CommandSecrets({})
         self._publisher = publisher
         self._advancer = advancer
         self._queue = queue
@@ -415,8 +418,13 @@ class WorkerService:
         except OutOfTime as exc:
             return self._finish(a, _out_of_time(exc.detail))
         stream.note(STAGED)
+        try:
+            # Read now, for this command's child only; never logged, never on the record.
+            secrets = self._secrets.resolve(a.contract.secrets)
+        except SecretUnavailable as exc:
+            return self._finish(a, _failure("secret", exc.detail))
         argv = build_argv(job.args, a.contract, paths)
-        logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv)
+        logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv, secrets=sorted(secrets))
         stream.milestone(STARTED)
         command_set = a.contract.command_set
         obs.emit(obs.JOBS_STARTED, command_set=command_set)
@@ -426,7 +434,7 @@ class WorkerService:
             a.contract.command_set,
             argv,
             workdir=a.workdir,
-            env=child_environment(self._parent_env, a.workdir),
+            env={**child_environment(self._parent_env, a.workdir), **secrets},
             stdout_path=a.logs / "stdout",
             stderr_path=a.logs / "stderr",
             watch=Watch(
@@ -436,6 +444,7 @@ class WorkerService:
                 on_output=stream.output,
                 on_tick=stream.tick,
                 max_log_bytes=self._config.max_log_bytes,
+                redact=tuple(masked_parts(secrets.values())),
             ),
         )
         stream.close()
