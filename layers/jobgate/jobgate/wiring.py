@@ -15,8 +15,7 @@ from jobgate.adapters.events import EventStore
 from jobgate.adapters.keys import KeyStore
 from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
-from jobgate.adapters.secrets import SecretReader
-from jobgate.adapters.secrets import SecretStore
+from jobgate.adapters.secrets import SecretReader, SecretStore
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
