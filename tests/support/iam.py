@@ -655,11 +655,11 @@ def _resources(
         mapped = environment.get("JOBGATE_COMMAND_SECRETS", "")
         arns = [entry.partition("=")[2] for entry in re.split(r"[,\s]+", mapped) if "=" in entry]
         key = environment.get("JOBGATE_API_KEY_SECRET", "")
-        arns += [key] if key.startswith("arn:") else []
-        found = sorted({arn for arn in arns if arn.split(":")[2] == call.service})
-        if not found and call.service == "secretsmanager" and not mapped:
-            raise AnalysisError(f"{call.where}: reads a secret, and its environment names none")
-        return found
+        if call.where.startswith("jobgate.adapters.key_secret"):
+            if not key.startswith("arn:"):
+                raise AnalysisError(f"{call.where}: reads the key's secret, and its environment names none")
+            return [key]
+        return sorted({arn for arn in arns if arn.split(":")[2] == call.service})
     raise AnalysisError(f"{call.where}: no resource known for {call.service}")
 
 

@@ -12,10 +12,11 @@ from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.connections import Connections
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
+from jobgate.adapters.key_secret import SecretReader
 from jobgate.adapters.keys import KeyStore
 from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
-from jobgate.adapters.secrets import SecretReader, SecretStore
+from jobgate.adapters.secrets import SecretStore
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService

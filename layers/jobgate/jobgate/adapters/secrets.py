@@ -1,5 +1,5 @@
-"""Secrets Manager and SSM Parameter Store: the bootstrap API key's secret (SecretReader), and the
-secrets commands are given (SecretStore), one value by ARN."""
+"""Secrets Manager and SSM Parameter Store adapter: one secret's value, by ARN (the secrets commands
+are given; the bootstrap API key's secret is read by adapters/key_secret.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobgate.errors import SecretUnavailable, ServiceUnavailable, StoreError
+from jobgate.errors import SecretUnavailable, ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -48,18 +48,3 @@ class SecretStore:
             raise ServiceUnavailable(f"The secret store did not answer ({code}).") from None
         except BotoCoreError as exc:
             raise ServiceUnavailable(f"The secret store did not answer ({type(exc).__name__}).") from None
-
-
-class SecretReader:
-    def __init__(self, client: SecretsManagerClient) -> None:
-        self._client = client
-
-    def value(self, secret_id: str) -> str:
-        """The secret's current string value (AWSCURRENT); raises StoreError when it cannot be read."""
-        try:
-            answer = self._client.get_secret_value(SecretId=secret_id)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"Could not read the secret {secret_id}: {exc}") from exc
-        if "SecretString" not in answer:
-            raise StoreError(f"The secret {secret_id} holds no string")
-        return answer["SecretString"]
