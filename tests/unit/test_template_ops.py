@@ -62,7 +62,7 @@ def test_every_dead_letter_queue_has_an_alarm(template: Template) -> None:
         for q in of_type(template, "AWS::SQS::Queue").values()
         if "RedrivePolicy" in q["Properties"]
     }
-    assert dlqs == {"JobsDeadLetterQueue", "UploadEventsDeadLetterQueue"}
+    assert dlqs == {"JobsDeadLetterQueue", "UploadEventsDeadLetterQueue", "ContainerJobsDeadLetterQueue"}
     watched = {
         metric["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for alarm in of_type(template, "AWS::CloudWatch::Alarm").values()
