@@ -121,3 +121,6 @@ _._has_a_run_id  # unused method (layers/jobgate/jobgate/models.py: a pydantic v
 list_chunks  # unused function (layers/jobgate/jobgate/api/routers/maps.py: a FastAPI route)
 get_chunk  # unused function (layers/jobgate/jobgate/api/routers/maps.py: a FastAPI route)
 MergeCommandSet  # unused class (layers/jobgate/jobgate/commandsets/merge.py: loaded by its entry point)
+_._secret_names  # pydantic validator (layers/jobgate/jobgate/services/registry.py)
+_._empty_is_unset  # pydantic validator (layers/jobgate/jobgate/settings.py)
+_._secret_map  # pydantic validator (layers/jobgate/jobgate/settings.py)

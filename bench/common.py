@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The code the in-process handlers run: this checkout, or another one (bench/run.py runs bench 8 on the
 # code it compares with too, from a worktree of it, with its layer first on PYTHONPATH).
 CODE_ROOT = Path(os.environ.get("JOBGATE_BENCH_CODE_ROOT") or ROOT)
-TEMPLATE = ROOT / "template.yaml"
+# The stack is that code's too: its template says how its functions are configured (the bootstrap
+# key from the environment before, from a secret since), so the local stack runs what it ran.
+TEMPLATE = CODE_ROOT / "template.yaml"
 BENCH_API_KEY = "bench-api-key-0123456789abcdef"
 # The job limits are per tenant and would refuse a benchmark's bursts (429): turned off (0) here.
 # Loopback is allow-listed for the benches whose command fetches from a local server.

@@ -723,8 +723,29 @@ def _report(result: BenchResult, measured: dict[str, Any], rounds: int, baseline
         f"worker and Redis in the same task, a public IPv4 address, no load balancer): "
         f"${fargate_per_1000(1000):.2f} a month whatever it runs."
     )
+    if old_lines and old_issue and issue > 0.5 * old_issue:
+        result.notes.append(_cost_miss(lines, old_lines, issue, old_issue))
     result.notes.append("Prices, us-east-1, no free tier: " + "; ".join(PRICE_SOURCES) + ".")
     return result
+
+
+# Lines a job pays once whatever the code does: one SQS send, receive and delete, one HTTP request,
+# one invocation of each function on its path.
+PER_JOB_LINES = ("SQS requests", "HTTP API requests", "Lambda requests")
+
+
+def _cost_miss(lines: dict[str, float], old: dict[str, float], issue: float, old_issue: float) -> str:
+    """Why the cost target was missed: how much of today's cost no code can cut, and what the rest did."""
+    fixed_now = sum(lines[k] for k in PER_JOB_LINES)
+    fixed_old = sum(old[k] for k in PER_JOB_LINES)
+    cut_now, cut_old = issue - fixed_now, old_issue - fixed_old
+    return (
+        f"Missed by {issue / old_issue - 0.5:.2f}x: {fixed_old / old_issue:.0%} of today's "
+        f"{old_issue:.4f} USD is paid once per job whatever the code does ({', '.join(PER_JOB_LINES)}: "
+        f"{fixed_old:.5f} then, {fixed_now:.5f} now). The lines the code decides (DynamoDB, S3, Lambda's "
+        f"GB-seconds) went from {cut_old:.5f} to {cut_now:.5f} USD ({cut_now / cut_old:.2f}x); half of "
+        f"the whole would need them at {max(0.0, 0.5 * old_issue - fixed_now):.5f}."
+    )
 
 
 # The lines the cost target counts (the requests, the item writes and Lambda's GB-seconds).

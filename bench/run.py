@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, fmt, machine_info
+from layer import measure as measure_layer
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHES = (
@@ -80,15 +81,21 @@ def main(argv: list[str] | None = None) -> int:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 (args.keep / out.name).write_text(out.read_text())
     after = machine_info()
-    args.output.write_text(render(results, failures, before, after, command, started, args.quick))
+    try:
+        layer: dict[str, Any] | None = measure_layer()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"!!! the layer could not be measured: {exc}", flush=True)
+        layer = None
+    args.output.write_text(render(results, failures, before, after, command, started, args.quick, layer))
     print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
     print(summary(results))
     return 1 if failures else 0
 
 
 def _baseline_cost(ref: str, tmp: Path, quick: bool) -> Path | None:
-    """Bench 8 on the code at `ref`, now, on this machine: its handlers from a worktree of that commit
-    (its layer first on PYTHONPATH), everything else from this checkout. None when it cannot run."""
+    """Bench 8 on the code at `ref`, now, on this machine: its handlers and its template from a worktree
+    of that commit (its layer first on PYTHONPATH), the local stack and the bench from this checkout.
+    None when it cannot run."""
     tree = tmp / "baseline-tree"
     out = tmp / "cost-baseline.json"
     added = subprocess.run(
@@ -178,6 +185,7 @@ def render(
     command: str,
     started: float,
     quick: bool,
+    layer: dict[str, Any] | None = None,
 ) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in before["versions"].items())
     lines = [
@@ -235,8 +243,29 @@ def render(
         ]
     for name, log in failures.items():
         lines += [f"### {name}: failed", "", "```", log.strip()[-2000:], "```", ""]
+    lines += _layer_section(layer)
     lines += _soak_section(BENCH_DIR / "soak.json")
     return "\n".join(lines) + "\n"
+
+
+def _layer_section(layer: dict[str, Any] | None) -> list[str]:
+    """The zip functions' layer, measured in this run (bench/layer.py)."""
+    lines = ["## The layer", ""]
+    if layer is None:
+        return [*lines, "Not measured in this run (pip could not install its requirements).", ""]
+    largest = ", ".join(f"{name} {size:.1f} MB" for name, size in layer["largest"])
+    lines += [
+        "The zip functions' layer (`layers/jobgate`, its requirements for Python 3.12 x86_64 plus the",
+        f"package, without bytecode) is **{layer['total_mb']:.1f} MB** unzipped: "
+        f"{layer['dependencies_mb']:.1f} MB of dependencies and {layer['package_mb']:.1f} MB of jobgate.",
+        f"Largest: {largest}. botocore {'is' if layer['botocore_shipped'] else 'is not'} in it "
+        "(Lambda's runtime brings its own). X-Ray is Lambda's own active tracing (`Tracing: Active`),",
+        "with no SDK in the layer: no segment of ours is recorded, so Powertools' `[tracer]` extra (the",
+        f"X-Ray SDK and a second botocore) is not installed; with it the layer would be "
+        f"{layer['with_tracer_mb']:.1f} MB.",
+        "",
+    ]
+    return lines
 
 
 def _soak_section(path: Path) -> list[str]:
@@ -273,11 +302,11 @@ def _soak_section(path: Path) -> list[str]:
 
 
 def _short(details: dict[str, Any]) -> dict[str, Any]:
-    """Details with floats rounded, for reading."""
+    """Details with floats rounded to 4 significant digits, for reading (a price per request stays)."""
 
     def round_all(value: Any) -> Any:
         if isinstance(value, float):
-            return round(value, 4)
+            return float(f"{value:.4g}")
         if isinstance(value, dict):
             return {k: round_all(v) for k, v in value.items()}
         if isinstance(value, list):

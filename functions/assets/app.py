@@ -6,17 +6,16 @@ import json
 from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from jobgate.observability import logger
+from jobgate.observability import LoggedBatchProcessor, logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import ApiServices
 
 _assets = ApiServices(load_settings(), Registry([])).assets
-# A batch whose every record failed is still answered as partial failures, not raised.
-_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_processor = LoggedBatchProcessor()
 
 
 class UnknownRecord(ValueError):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobgate.messages import JobMessage
-from jobgate.observability import logger
+from jobgate.observability import LoggedBatchProcessor, logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker
@@ -16,8 +16,7 @@ from pydantic import ValidationError
 
 # The worker service without command sets: it only ends jobs, announces them and moves pipelines on.
 _worker = build_worker(load_settings(), Registry([]))
-# A batch whose every record failed is still answered as partial failures, not raised.
-_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_processor = LoggedBatchProcessor()
 
 
 def job_message(record: SQSRecord) -> JobMessage:
@@ -33,6 +32,7 @@ def job_message(record: SQSRecord) -> JobMessage:
 
 def record_handler(record: SQSRecord) -> None:
     message = job_message(record)
+    logger.append_keys(job_id=message.job_id, tenant=message.tenant)
     receives = int(record.attributes.approximate_receive_count or 0)
     job = _worker.dead_letter(message.job_id, receive_count=receives)
     logger.warning("dead-lettered job", job_id=message.job_id, status=job.status.value if job else None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobgate.messages import JobMessage
-from jobgate.observability import logger, metrics
+from jobgate.observability import LoggedBatchProcessor, logger
 from jobgate.services.registry import Registry
 from jobgate.settings import load_settings
 from jobgate.wiring import build_worker, build_zygote
@@ -23,8 +23,7 @@ _worker = build_worker(_settings, _registry, runner=_zygote)
 _worker.prepare()  # before the zygote starts: what a killed runtime left in the work folder goes
 if _settings.warm_command_sets:
     _zygote.start()  # warms while the rest of the cold start runs
-# A batch whose every record failed is still answered as partial failures, not raised.
-_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_processor = LoggedBatchProcessor()
 if _settings.warm_command_sets:
     _zygote.wait_ready()  # the cold start pays for the warm-up, not the first job
 
@@ -42,17 +41,14 @@ def job_message(record: SQSRecord) -> JobMessage:
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     message = job_message(record)
-    logger.append_keys(job_id=message.job_id)
-    job = _worker.handle(
+    logger.append_keys(job_id=message.job_id, tenant=message.tenant)
+    _worker.handle(
         message.job_id,
         remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
         tenant=message.tenant,
     )
-    if job is not None:
-        metrics.add_metric(name=f"Jobs_{job.status.value}", unit="Count", value=1)
 
 
-@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(

@@ -22,7 +22,7 @@ def handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str
     ctx = event.request_context
     connection_id = ctx.connection_id
     route = ctx.route_key
-    logger.append_keys(connection_id=connection_id, route=route)
+    logger.append_keys(connection_id=connection_id, route=route, request_id=ctx.request_id)
     if route == "$connect":
         api_key = (event.query_string_parameters or {}).get("api_key")
         if not _subscriptions.connect(connection_id, api_key):
@@ -48,6 +48,7 @@ def handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str
             _subscriptions.subscribe_pipeline(connection_id, message.pipeline_id)
         return {"statusCode": 200}
     assert message.job_id is not None
+    logger.append_keys(job_id=message.job_id)
     if message.action == "subscribe":
         _subscriptions.subscribe(connection_id, message.job_id, message.after_seq)
     else:

@@ -33,6 +33,21 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess
 
 
 @pytest.fixture(scope="session")
+def egress_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
+    """A local stack whose commands may reach loopback (EgressAllowList), so a job can hang on purpose
+    (the CLI's and the container runner's tests share it)."""
+    dev = launch_dev(
+        template=ROOT / "template.yaml",
+        workdir=tmp_path_factory.mktemp("jobgate-dev-egress"),
+        args=["--param", "EgressAllowList=127.0.0.0/8"],
+        env={**os.environ, "JOBGATE_DEV_API_KEY": E2E_API_KEY},
+        timeout=180,
+    )
+    yield dev
+    assert dev.stop() == 0, dev.log()
+
+
+@pytest.fixture(scope="session")
 def api(local_stack: DevProcess) -> Iterator[httpx.Client]:
     """An HTTP client on the local API, sending the dev API key."""
     with httpx.Client(

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from jobgate.client import Client
-from jobgate_local.testing import DevProcess, launch_dev
-
-from tests.e2e.conftest import E2E_API_KEY, ROOT
+from jobgate_local.testing import DevProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zyra]
 
@@ -261,20 +259,6 @@ def test_the_sdk_runs_a_job_from_a_local_file_to_downloaded_outputs(
 
 
 # -- a job that keeps running: `acquire http` from a loopback listener that never answers --------------
-
-
-@pytest.fixture(scope="module")
-def egress_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
-    """A local stack whose commands may reach loopback (EgressAllowList), so a job can hang on purpose."""
-    dev = launch_dev(
-        template=ROOT / "template.yaml",
-        workdir=tmp_path_factory.mktemp("jobgate-dev-egress"),
-        args=["--param", "EgressAllowList=127.0.0.0/8"],
-        env={**os.environ, "JOBGATE_DEV_API_KEY": E2E_API_KEY},
-        timeout=180,
-    )
-    yield dev
-    assert dev.stop() == 0, dev.log()
 
 
 @pytest.fixture

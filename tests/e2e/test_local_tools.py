@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 from jobgate.client import Client
@@ -75,6 +77,44 @@ def test_dev_env_exports_what_curl_boto3_and_the_admin_cli_need(local_stack: Dev
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == [] or isinstance(json.loads(listed.stdout), list)
     assert "the local stack of" in listed.stderr
+
+
+def test_the_admin_commands_work_against_the_stack_with_no_setup(local_stack: DevProcess) -> None:
+    cwd = inside_checkout(local_stack)
+    stuck = run(cwd, "admin", "stuck", "--json")
+    assert stuck.returncode == 0, stuck.stderr
+    assert isinstance(json.loads(stuck.stdout), list)
+
+    # An upload event nothing could settle, in the dead-letter queue nothing reads: moved back to the
+    # queue AssetsFunction reads, which takes it (S3's test event settles nothing and succeeds).
+    admin = {k: v for k, v in local_stack.state.items() if k.startswith("aws_")}
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=admin["aws_endpoint_url"],
+        region_name=local_stack.state["region"],
+        aws_access_key_id=admin["aws_access_key_id"],
+        aws_secret_access_key=admin["aws_secret_access_key"],
+        aws_session_token=admin["aws_session_token"],
+    )
+    dlq = local_stack.resources["UploadEventsDeadLetterQueue"]
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"Event": "s3:TestEvent"}))
+    waiting = run(cwd, "admin", "redrive", "--queue", "uploads", "--dry-run", "--json")
+    assert waiting.returncode == 0, waiting.stderr
+    assert json.loads(waiting.stdout) == {"queue": "uploads", "waiting": 1, "moved": 0}
+    moved = run(cwd, "admin", "redrive", "--queue", "uploads", "--json")
+    assert json.loads(moved.stdout) == {"queue": "uploads", "waiting": 1, "moved": 1}, moved.stderr
+    attributes = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    queue = local_stack.resources["UploadEventsQueue"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        counts = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=attributes)["Attributes"]
+        if counts == dict.fromkeys(attributes, "0"):
+            break
+        time.sleep(0.2)
+    assert counts == dict.fromkeys(attributes, "0")  # AssetsFunction took it
+    assert sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=attributes)["Attributes"] == dict.fromkeys(
+        attributes, "0"
+    )
 
 
 def test_events_new_names_what_exists_and_invoke_runs_the_handler(

@@ -200,7 +200,8 @@ def test_cancel_running_job_kills_it(client: Client, silent_server: str, store: 
     assert done["status"] == "cancelled", done
     assert done["cancel_requested"] is True
     assert time.monotonic() - started < 30  # killed, not left to its 60 s timeout
-    assert client.call("DELETE", f"/v1/jobs/{job_id}").status == 409
+    again = client.call("DELETE", f"/v1/jobs/{job_id}")  # sent again: the same answer, not an error
+    assert again.status == 200 and again.json()["status"] == "cancelled"
 
 
 def test_cancel_queued_job_never_runs(client: Client, make_asset: Callable[..., str], npy_file: Path) -> None:
@@ -223,6 +224,8 @@ def test_duplicate_delivery_runs_the_job_once(
     done = client.call("GET", f"/v1/jobs/{job_id}").json()
     assert done["status"] == "succeeded"
     assert done["attempts"] == 1
+    refused = client.call("DELETE", f"/v1/jobs/{job_id}")  # too late: it ended otherwise
+    assert refused.status == 409 and "already ended (succeeded)" in refused.json()["detail"]
 
 
 def test_job_of_a_dead_worker_is_taken_over(

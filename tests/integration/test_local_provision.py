@@ -119,12 +119,17 @@ def test_function_environment_resolves_to_the_provisioned_names(
         provisioned.physical_ids,
         provisioned.attributes,
         declared,
+        template.conditions,
     )
     env = function_configs(template, resolver)["ApiFunction"].environment
     assert env["JOBGATE_TABLE_NAME"] == provisioned.physical_ids["JobsTable"]
     assert env["JOBGATE_QUEUE_URL"] == provisioned.physical_ids["JobsQueue"]
     assert env["JOBGATE_BUCKET_NAME"] == provisioned.physical_ids["DataBucket"]
-    assert env["JOBGATE_API_KEY"] == API_KEY
+    # The bootstrap key is not in the environment: its secret is, made in the local AWS as on AWS.
+    assert "JOBGATE_API_KEY" not in env
+    secrets = aws_client("secretsmanager", provisioned.endpoint_url)
+    secret = secrets.get_secret_value(SecretId=env["JOBGATE_API_KEY_SECRET"])
+    assert secret["ARN"] == env["JOBGATE_API_KEY_SECRET"] and secret["SecretString"] == API_KEY
     sqs = aws_client("sqs", provisioned.endpoint_url)
     sqs.send_message(QueueUrl=env["JOBGATE_QUEUE_URL"], MessageBody="reachable")
     received = sqs.receive_message(QueueUrl=env["JOBGATE_QUEUE_URL"], WaitTimeSeconds=1)["Messages"]

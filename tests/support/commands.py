@@ -81,6 +81,42 @@ class Probes:
         return PROBES[argv[0]](argv[1:])
 
 
+class Keyed:
+    """Two commands for secrets: `keyed fetch` declares the secret DATA_TOKEN (and the set declares
+    SHARED_KEY for all of its commands); `keyed plain` declares none of its own. Both print the
+    environment names they see, then what `--print` names: a variable's value, written in two halves
+    with a pause between (a secret split across reads), or nothing."""
+
+    name = "keyed"
+    secrets = ["SHARED_KEY"]
+
+    def contracts(self) -> list[Any]:
+        from jobgate.services.registry import CommandContract, ParamSpec
+
+        params = [ParamSpec(dest="print", flags=["--print"], kind="option")]
+        return [
+            CommandContract(
+                command_set=self.name, stage="keyed", command="fetch", params=params, secrets=["DATA_TOKEN"]
+            ),
+            CommandContract(command_set=self.name, stage="keyed", command="plain", params=params),
+        ]
+
+    def warm(self) -> None:
+        pass
+
+    def run(self, argv: list[str]) -> int:
+        options = dict(word[2:].split("=", 1) for word in argv[2:] if word.startswith("--"))
+        print("names:", " ".join(sorted(os.environ)), flush=True)  # noqa: T201
+        value = os.environ.get(options.get("print", ""), "")
+        half = len(value) // 2
+        sys.stdout.write(f"value: {value[:half]}")
+        sys.stdout.flush()
+        time.sleep(0.3)
+        sys.stdout.write(f"{value[half:]} end\n")
+        sys.stderr.write(f"also on stderr: {value}\n")
+        return 0
+
+
 class Files:
     """One command, `files write`, that writes a file as a real command would: a copy of its input (a
     text or JSON file) with a line added, or `--size` bytes; it exits with `--exit`, and its contract

@@ -550,7 +550,7 @@ def reach_of(function_dir: str) -> Reach:
 def client_calls_in_adapters() -> set[tuple[str, int, str]]:
     """Every ``<something>.<operation>(...)`` in the adapters whose name is a client method of a
     service they use: (module, line, method). The typed analysis must account for each one."""
-    services = ("dynamodb", "sqs", "s3", "apigatewaymanagementapi")
+    services = ("dynamodb", "sqs", "s3", "apigatewaymanagementapi", "secretsmanager", "ssm", "ecs")
     names = set().union(*(_operations(s) for s in services)) | set(S3_TRANSFER) | {"generate_presigned_url"}
     program = Program.load()
     found: set[tuple[str, int, str]] = set()
@@ -597,6 +597,8 @@ def symbolic_resources(
         elif kind == "AWS::IAM::Role":
             refs[lid] = name
             attributes[(lid, "Arn")] = f"arn:aws:iam::{ACCOUNT}:role/{name}"
+        elif kind == "AWS::SecretsManager::Secret":  # Ref is the ARN, with the suffix AWS adds
+            refs[lid] = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
     return refs, attributes
 
 
@@ -629,7 +631,12 @@ def _resources(
             return [f"{table_arn}/index/{index}" for index in indexes]
         return [table_arn]
     if call.service == "sqs":
-        return [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"]
+        # Jobs are sent to the worker Lambda's queue, or to the container runner's when one is deployed.
+        container = environment.get("JOBGATE_CONTAINER_QUEUE_URL", "").rstrip("/").rsplit("/", 1)[-1]
+        queues = [queue, container if call.method == "send_message" else ""]
+        return [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}" for name in queues if name]
+    if call.service == "ecs":
+        return [environment["JOBGATE_CONTAINER_TASK_DEFINITION"]]
     if call.service == "s3":
         if action in ("s3:ListBucket", "s3:ListBucketMultipartUploads"):
             return [f"arn:aws:s3:::{bucket}"]
@@ -641,6 +648,18 @@ def _resources(
             raise AnalysisError(f"JOBGATE_WS_MANAGEMENT_URL {url!r} names no API and stage")
         api, stage = match.groups()
         return [f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api}/{stage}/POST/@connections/some-connection"]
+    if call.service in ("secretsmanager", "ssm"):
+        # The secrets a function reads are the ones its settings name by ARN: the bootstrap key's
+        # secret (JOBGATE_API_KEY_SECRET), and the ones the operator maps for commands
+        # (JOBGATE_COMMAND_SECRETS: NAME=arn,...).
+        mapped = environment.get("JOBGATE_COMMAND_SECRETS", "")
+        arns = [entry.partition("=")[2] for entry in re.split(r"[,\s]+", mapped) if "=" in entry]
+        key = environment.get("JOBGATE_API_KEY_SECRET", "")
+        if call.where.startswith("jobgate.adapters.key_secret"):
+            if not key.startswith("arn:"):
+                raise AnalysisError(f"{call.where}: reads the key's secret, and its environment names none")
+            return [key]
+        return sorted({arn for arn in arns if arn.split(":")[2] == call.service})
     raise AnalysisError(f"{call.where}: no resource known for {call.service}")
 
 
@@ -675,7 +694,8 @@ def role_statements(resources: Mapping[str, Any], function: str, resolver: Any) 
     if role is None or role not in resources:
         raise AnalysisError(f"{function}: its role is not a resource of the template")
     statements: list[dict[str, Any]] = []
-    for policy in resources[role]["Properties"].get("Policies", []):
-        document = resolver.resolve(policy["PolicyDocument"])
+    # Resolved whole: a policy under Fn::If is there or not, as its condition says.
+    for policy in resolver.resolve(resources[role]["Properties"].get("Policies", [])):
+        document = policy["PolicyDocument"]
         statements += _listed(document.get("Statement", []))
     return statements

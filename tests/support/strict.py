@@ -38,6 +38,7 @@ ADMIN = {
     "AWS_SESSION_TOKEN": "testing",
 }
 _CREDENTIAL_VARIABLES = tuple(ADMIN)
+API_KEY = "integration-test-key-0123456789"  # the bootstrap key (tests.integration.conftest.API_KEY)
 
 
 class _Current:
@@ -99,11 +100,18 @@ class StrictAws:
 
     endpoint_url: str
     template: Template
+    api_key_secret: str = ""  # the ARN of the secret holding API_KEY
     roles: dict[str, RoleSpec] = field(default_factory=dict)  # function folder name -> its role
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)  # folder name -> credentials
 
     def admin(self, path: str, **document: Any) -> dict[str, Any]:
         answer = httpx.post(f"{self.endpoint_url}/_jobgate/{path}", json=document, timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def admin_get(self, path: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.endpoint_url}/_jobgate/{path}", timeout=30)
         answer.raise_for_status()
         result: dict[str, Any] = answer.json()
         return result
@@ -126,6 +134,28 @@ def _folder_of(template: Template, resolver: Resolver) -> dict[str, str]:
     return {lid: config.code_dir.name for lid, config in function_configs(template, resolver).items()}
 
 
+def resolver_for(
+    template: Template, endpoint: str, resources: dict[str, str], refs: dict[str, str] | None = None
+) -> Resolver:
+    """Intrinsics of the template resolved as the tests name its resources (JobsTable -> jobs-test);
+    `refs` adds the Refs of resources made outside `resources` (a secret's ARN)."""
+    refs = {**resources, "WebSocketApi": "localws", **(refs or {})}
+    attributes = {}
+    for lid, name in resources.items():
+        kind = template.resources.get(lid, {}).get("Type")
+        if kind == "AWS::SQS::Queue":
+            refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
+            attributes[(lid, "QueueName")] = name
+            attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+        elif kind == "AWS::S3::Bucket":
+            attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
+        elif kind == "AWS::DynamoDB::Table":
+            attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    declared = {lid: res["Type"] for lid, res in template.resources.items()}
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
+
+
 def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
     """The server, with every function's role made from the template for the given resource names.
 
@@ -135,26 +165,23 @@ def start_strict_aws(resources: dict[str, str]) -> Iterator[StrictAws]:
     try:
         server.wait_ready(60)
         endpoint = server.endpoint_url
-        template = load_template(TEMPLATE, {"ApiKey": "integration-test-key-0123456789"})
-        refs = {**resources, "WebSocketApi": "localws"}
-        attributes = {}
-        for lid, name in resources.items():
-            kind = template.resources.get(lid, {}).get("Type")
-            if kind == "AWS::SQS::Queue":
-                refs[lid] = f"{endpoint}/{ACCOUNT_ID}/{name}"  # a queue's Ref is its URL
-                attributes[(lid, "QueueName")] = name
-                attributes[(lid, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
-            elif kind == "AWS::S3::Bucket":
-                attributes[(lid, "Arn")] = f"arn:aws:s3:::{name}"
-            elif kind == "AWS::DynamoDB::Table":
-                attributes[(lid, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
-        declared = {lid: res["Type"] for lid, res in template.resources.items()}
-        parameters = {**template.pseudo_parameters(), **template.parameters}
-        resolver = Resolver(parameters, refs, attributes, declared)
+        template = load_template(TEMPLATE, {"ApiKey": API_KEY})
+        # The bootstrap key's secret, as the stack makes it (its ARN, with the suffix AWS adds, is
+        # what the API's and WebSocket's roles are granted).
+        secrets = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id=ADMIN["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ADMIN["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=ADMIN["AWS_SESSION_TOKEN"],
+        )
+        secret_arn = secrets.create_secret(Name="jobgate-api-key-test", SecretString=API_KEY)["ARN"]
+        resolver = resolver_for(template, endpoint, resources, refs={"ApiKeySecret": secret_arn})
         specs = role_specs(template, resolver)
         create_roles(endpoint, specs)
         folders = _folder_of(template, resolver)
-        strict = StrictAws(endpoint, template)
+        strict = StrictAws(endpoint, template, api_key_secret=secret_arn)
         for function, spec in specs.items():
             folder = folders[function]
             strict.roles[folder] = spec

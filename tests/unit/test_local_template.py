@@ -35,7 +35,8 @@ def fake_resolver(template: Template) -> Resolver:
         for lid, kind in declared.items()
         if kind == "AWS::SQS::Queue"
     }
-    return Resolver({**template.pseudo_parameters(), **template.parameters}, refs, attributes, declared)
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 def test_functions_come_from_the_template_with_their_code_folder_and_handler(template: Template) -> None:
@@ -62,8 +63,10 @@ def test_environment_merges_globals_and_the_functions_own_with_references_resolv
     assert api_env["JOBGATE_QUEUE_URL"] == "phys-JobsQueue"
     assert api_env["JOBGATE_BUCKET_NAME"] == "phys-DataBucket"
     assert api_env["JOBGATE_WORKER_TIMEOUT_S"] == "120"
-    assert api_env["JOBGATE_API_KEY"] == API_KEY
-    assert "JOBGATE_API_KEY" not in configs["WorkerFunction"].environment
+    # The bootstrap key is never in an environment: the API names its secret, the worker not even that.
+    assert api_env["JOBGATE_API_KEY_SECRET"] == "phys-ApiKeySecret"
+    assert API_KEY not in api_env.values()
+    assert "JOBGATE_API_KEY_SECRET" not in configs["WorkerFunction"].environment
     assert configs["WorkerFunction"].environment["JOBGATE_TABLE_NAME"] == "phys-JobsTable"
 
 
@@ -202,8 +205,20 @@ def test_a_declared_resource_the_stack_does_not_play_gets_a_placeholder(
 def test_a_reference_to_nothing_declared_is_an_error() -> None:
     with pytest.raises(TemplateError, match="Missing"):
         resolver().resolve({"Ref": "Missing"})
-    with pytest.raises(TemplateError, match="Fn::If"):
+    with pytest.raises(TemplateError, match="condition C is not declared"):
         resolver().resolve({"Fn::If": ["C", 1, 2]})
+
+
+def test_conditions_are_evaluated_with_the_parameters() -> None:
+    conditions = {
+        "Set": {"Fn::Not": [{"Fn::Equals": [{"Ref": "P"}, ""]}]},
+        "Both": {"Fn::And": [{"Condition": "Set"}, True]},
+    }
+    for value, expected in (("x", ["kept", 2]), ("", [2])):
+        chosen = Resolver({"P": value}, {}, {}, {}, conditions).resolve(
+            [{"Fn::If": ["Both", "kept", {"Ref": "AWS::NoValue"}]}, {"Fn::If": ["Set", 2, 2]}]
+        )
+        assert chosen == expected
 
 
 def test_an_image_functions_environment_starts_from_its_dockerfile_env(tmp_path: Path) -> None:

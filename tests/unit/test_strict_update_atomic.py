@@ -79,3 +79,46 @@ def test_a_refused_update_never_puts_back_an_item_another_caller_changed_meanwhi
     item = table.get_item(TableName="jobs", Key=KEY, ConsistentRead=True)["Item"]
     assert item["status"] == {"S": "succeeded"}
     assert "lease_until" not in item
+
+
+def test_a_refused_transaction_puts_back_what_it_applied_and_copies_no_table(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.models.table import Table
+
+    copied: list[str] = []
+    real_deepcopy = copy.deepcopy
+
+    def watching(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, Table):
+            copied.append(value.name)
+        return real_deepcopy(value, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", watching)
+    event = {"pk": {"S": "JOB#1"}, "sk": {"S": "EVT#1"}}
+    with pytest.raises(ClientError) as refused:  # the put goes first, then the update's condition fails
+        table.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "jobs", "Item": {**event, "e": {"S": "cancelled"}}}},
+                {
+                    "Update": {
+                        "TableName": "jobs",
+                        "Key": KEY,
+                        "UpdateExpression": "SET #status = :cancelled",
+                        "ConditionExpression": "#status = :queued",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {
+                            ":cancelled": {"S": "cancelled"},
+                            ":queued": {"S": "queued"},
+                        },
+                    }
+                },
+            ]
+        )
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert "Item" not in table.get_item(TableName="jobs", Key=event, ConsistentRead=True)
+    assert table.get_item(TableName="jobs", Key=KEY, ConsistentRead=True)["Item"]["status"] == {
+        "S": "running"
+    }
+    # Every transaction used to copy each table it touched, whole, under the lock every write waits for.
+    assert copied == []

@@ -33,7 +33,8 @@ def resolver_for(template: Template) -> Resolver:
     resources = template.resources
     refs, attributes = iam.symbolic_resources(resources, template.stack_name)
     declared = {lid: res["Type"] for lid, res in resources.items()}
-    return Resolver({**template.pseudo_parameters(), **template.parameters}, refs, attributes, declared)
+    parameters = {**template.pseudo_parameters(), **template.parameters}
+    return Resolver(parameters, refs, attributes, declared, template.conditions)
 
 
 # -- SQS event sources --------------------------------------------------------------------------
@@ -148,6 +149,7 @@ def test_every_role_grants_every_action_its_code_calls(template: Template) -> No
         "SweeperFunction",
         "DeadLetterFunction",
         "WsFunction",
+        "ContainerDispatchFunction",
     }
     missing = [line for function in functions for line in missing_grants(template, function)]
     assert missing == [], "\n".join(missing)
@@ -159,7 +161,11 @@ def _statements(template: Template) -> list[tuple[str, int, int]]:
     for function in function_dirs(template):
         role = template.resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
         for p, policy in enumerate(template.resources[role]["Properties"].get("Policies", [])):
+            if "PolicyDocument" not in policy:
+                continue  # under a condition: test_secret_grants_follow_the_secrets_mapped checks it
             statements = policy["PolicyDocument"]["Statement"]
+            if "iam:PassRole" in str(statements):
+                continue  # what RunTask passes: test_the_dispatcher_passes_exactly_the_task_roles
             for s in range(len(statements) if isinstance(statements, list) else 1):
                 found.append((function, p, s))
     return found
@@ -251,3 +257,128 @@ def test_policy_matching_follows_iam_wildcards() -> None:
     assert not iam.allows([objects], iam.Need("s3:GetObject", "arn:aws:s3:::b2/results/x"))
     conditioned = {**objects, "Condition": {"Bool": {"aws:SecureTransport": "true"}}}
     assert not iam.allows([conditioned], iam.Need("s3:GetObject", "arn:aws:s3:::b/x"))
+
+
+# -- secrets for commands -------------------------------------------------------------------------
+
+SECRET_ARN = f"arn:aws:secretsmanager:{iam.REGION}:{iam.ACCOUNT}:secret:jobgate/data-token-AbCdEf"
+PARAMETER_ARN = f"arn:aws:ssm:{iam.REGION}:{iam.ACCOUNT}:parameter/jobgate/shared-key"
+
+
+def test_secret_grants_follow_the_secrets_mapped() -> None:
+    """With secrets mapped, the worker may read exactly those (and nothing else does); without, no
+    role mentions Secrets Manager or SSM at all."""
+    mapped = load_template(
+        ROOT / "template.yaml",
+        {
+            **REQUIRED_PARAMETERS,
+            "CommandSecrets": f"DATA_TOKEN={SECRET_ARN},SHARED_KEY={PARAMETER_ARN}",
+            "CommandSecretArns": f"{SECRET_ARN},{PARAMETER_ARN}",
+        },
+    )
+    needs = {(n.action, n.resource) for n in function_needs(mapped, "WorkerFunction")}
+    assert {("secretsmanager:GetSecretValue", SECRET_ARN), ("ssm:GetParameter", PARAMETER_ARN)} <= needs
+    assert missing_grants(mapped, "WorkerFunction") == []
+    api = iam.role_statements(mapped.resources, "ApiFunction", resolver_for(mapped))
+    assert _secrets_granted(api) <= {_KEY_SECRET} and "ssm:" not in str(api)
+
+    # The grant is needed: without it, the worker could not read the secrets mapped.
+    broken = copy.deepcopy(mapped)
+    role = broken.resources["WorkerFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    policies = broken.resources[role]["Properties"]["Policies"]
+    policies[:] = [p for p in policies if "Fn::If" not in p]
+    assert [line.split(" (")[0] for line in missing_grants(broken, "WorkerFunction")] == [
+        f"WorkerFunction: secretsmanager:GetSecretValue on {SECRET_ARN}",
+        f"WorkerFunction: ssm:GetParameter on {PARAMETER_ARN}",
+    ]
+
+
+# The bootstrap API key's secret (ApiKeySecret, as resolver_for names it): the API and WebSocket
+# functions read it, and nothing else reads any secret unless the operator maps some for commands.
+_KEY_SECRET = (
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:jobgate-local-ApiKeySecret-PHYSICAL-AbCdEf"
+)
+
+
+def _secrets_granted(statements: list[dict[str, Any]]) -> set[str]:
+    granted: set[str] = set()
+    for statement in statements:
+        actions = statement.get("Action", [])
+        if any(
+            str(a).startswith(("secretsmanager:", "ssm:"))
+            for a in ([actions] if isinstance(actions, str) else actions)
+        ):
+            resources = statement.get("Resource", [])
+            granted |= {str(r) for r in ([resources] if isinstance(resources, str) else resources)}
+    return granted
+
+
+def test_no_role_reads_secrets_when_none_are_mapped(template: Template) -> None:
+    for function in function_dirs(template):
+        statements = iam.role_statements(template.resources, function, resolver_for(template))
+        key_readers = {"ApiFunction", "WsFunction"}
+        assert _secrets_granted(statements) == ({_KEY_SECRET} if function in key_readers else set()), function
+
+
+# -- the container runner -------------------------------------------------------------------------
+
+IMAGE = f"{iam.ACCOUNT}.dkr.ecr.{iam.REGION}.amazonaws.com/jobgate-worker:python3.12-v1"
+
+
+@pytest.fixture(scope="module")
+def with_containers() -> Template:
+    """The template as deployed with the container runner and secrets."""
+    return load_template(
+        ROOT / "template.yaml",
+        {
+            **REQUIRED_PARAMETERS,
+            "ContainerImageUri": IMAGE,
+            "ContainerSubnets": "subnet-0a,subnet-0b",
+            "ContainerSecurityGroup": "sg-0c",
+            "CommandSecrets": f"DATA_TOKEN={SECRET_ARN}",
+            "CommandSecretArns": SECRET_ARN,
+        },
+    )
+
+
+def test_with_the_container_runner_every_role_grants_what_its_code_calls(with_containers: Template) -> None:
+    missing = [line for f in function_dirs(with_containers) for line in missing_grants(with_containers, f)]
+    assert missing == [], "\n".join(missing)
+    queue = iam.symbolic_resources(with_containers.resources, with_containers.stack_name)[1][
+        ("ContainerJobsQueue", "Arn")
+    ]
+    for function in ("ApiFunction", "WorkerFunction", "SweeperFunction", "DeadLetterFunction"):
+        assert ("sqs:SendMessage", queue) in {
+            (n.action, n.resource) for n in function_needs(with_containers, function)
+        }, function
+
+
+def test_a_jobs_task_may_do_what_the_worker_lambda_does(with_containers: Template) -> None:
+    """The task runs the same worker code: its role must allow every call the worker's code makes."""
+    resources = with_containers.resources
+    statements: list[dict[str, Any]] = []
+    for policy in resolver_for(with_containers).resolve(
+        resources["ContainerTaskRole"]["Properties"]["Policies"]
+    ):
+        statements += policy["PolicyDocument"]["Statement"]
+    needs = function_needs(with_containers, "WorkerFunction")
+    assert {n.action for n in needs} >= {
+        "dynamodb:UpdateItem",
+        "s3:PutObject",
+        "secretsmanager:GetSecretValue",
+    }
+    assert [f"{n.action} on {n.resource}" for n in needs if not iam.allows(statements, n)] == []
+    definition = resources["ContainerTaskDefinition"]["Properties"]
+    assert definition["ContainerDefinitions"][0]["EntryPoint"] == ["python", "-m", "jobgate.task"]
+
+
+def test_the_dispatcher_passes_exactly_the_task_roles(with_containers: Template) -> None:
+    resolver = resolver_for(with_containers)
+    statements = iam.role_statements(with_containers.resources, "ContainerDispatchFunction", resolver)
+    passing = [s for s in statements if "iam:PassRole" in iam._listed(s["Action"])]
+    definition = resolver.resolve(with_containers.resources["ContainerTaskDefinition"]["Properties"])
+    assert len(passing) == 1
+    assert sorted(passing[0]["Resource"]) == sorted(
+        [definition["ExecutionRoleArn"], definition["TaskRoleArn"]]
+    )
+    assert passing[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}

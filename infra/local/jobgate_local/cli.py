@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import tools
 from .components import Component
+from .containers import ContainerTasks
 from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
 from .logs import setup_logging
@@ -201,6 +202,7 @@ def dev_components(args: argparse.Namespace) -> list[Component]:
         WebSocketGatewayComponent(args.host, args.ws_port, concurrency=args.ws_concurrency),
         SqsEventSources(args.workers),
         ScheduleSources(),
+        ContainerTasks(),
     ]
 
 

@@ -51,6 +51,8 @@ def role_specs(template: Template, resolver: Resolver) -> dict[str, RoleSpec]:
     specs: dict[str, RoleSpec] = {}
     resources = template.resources
     for function in template.logical_ids("AWS::Lambda::Function"):
+        if not template.active(function):
+            continue
         role_ref = resources[function]["Properties"].get("Role")
         role = _role_logical_id(role_ref)
         if role is None or resources.get(role, {}).get("Type") != "AWS::IAM::Role":

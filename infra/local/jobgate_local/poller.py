@@ -253,6 +253,8 @@ class SqsEventSources:
     def sandboxes(self, template: Template) -> Mapping[str, int]:
         needs: dict[str, int] = {}
         for logical_id in template.logical_ids("AWS::Lambda::EventSourceMapping"):
+            if not template.active(logical_id):
+                continue
             properties = template.resources[logical_id]["Properties"]
             function = properties["FunctionName"]
             if isinstance(function, dict) and "Ref" in function:

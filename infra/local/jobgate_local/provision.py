@@ -95,14 +95,14 @@ class ProvisionedStack:
         return {
             self.attributes[(lid, "Arn")]: url
             for lid, url in self.physical_ids.items()
-            if self.resource_types[lid] == "AWS::SQS::Queue" and (lid, "Arn") in self.attributes
+            if self.resource_types.get(lid) == "AWS::SQS::Queue" and (lid, "Arn") in self.attributes
         }
 
 
 def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
     """Create the data resources in moto and apply what its CloudFormation leaves out."""
     resources = template.resources
-    provisioned = template.logical_ids(*PROVISIONED_TYPES)
+    provisioned = [lid for lid in template.logical_ids(*PROVISIONED_TYPES) if template.active(lid)]
     body = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Parameters": template.cfn.get("Parameters", {}),
@@ -143,10 +143,29 @@ def provision(template: Template, endpoint_url: str) -> ProvisionedStack:
         result.physical_ids,
         result.attributes,
         {lid: res["Type"] for lid, res in resources.items()},
+        template.conditions,
     )
     _apply_skipped_properties(template, result, resolver)
     _apply_policies(template, result, resolver)
+    _create_secrets(template, result, resolver)
     return result
+
+
+def _create_secrets(template: Template, stack: ProvisionedStack, resolver: Resolver) -> None:
+    """Secrets Manager secrets (moto's CloudFormation makes none): created through the API, their Ref
+    the ARN, as on AWS."""
+    client = aws_client("secretsmanager", stack.endpoint_url)
+    for logical_id in template.logical_ids("AWS::SecretsManager::Secret"):
+        properties = template.resources[logical_id].get("Properties", {})
+        value = resolver.resolve_string(properties.get("SecretString", ""))
+        name = f"{stack.stack_name}-{logical_id}"
+        try:
+            arn = client.create_secret(Name=name, SecretString=value)["ARN"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceExistsException":
+                raise TemplateError(f"moto could not create the secret {logical_id}: {exc}") from exc
+            arn = client.put_secret_value(SecretId=name, SecretString=value)["ARN"]
+        stack.physical_ids[logical_id] = arn
 
 
 def _moto_resource(template: Template, logical_id: str, provisioned: set[str]) -> dict[str, Any]:

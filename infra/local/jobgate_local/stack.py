@@ -38,6 +38,7 @@ from .template import (
 logger = logging.getLogger(__name__)
 
 API_KEY_PARAMETER = "ApiKey"
+CONTAINER_IMAGE_PARAMETER = "ContainerImageUri"
 
 
 @dataclass
@@ -99,6 +100,8 @@ class DevStack:
             self._reserved.append(component)
 
         defaults = {API_KEY_PARAMETER: options.api_key} if options.api_key is not None else {}
+        # The container runner is on locally: its tasks are local processes (jobgate_local.containers).
+        defaults[CONTAINER_IMAGE_PARAMETER] = "jobgate-worker:local"
         template = await asyncio.to_thread(
             partial(load_template, stack_name=options.stack_name, defaults=defaults),
             options.template,
@@ -163,7 +166,7 @@ class DevStack:
                 )
         parameters = {**template.pseudo_parameters(), **template.parameters}
         declared = {lid: res["Type"] for lid, res in template.resources.items()}
-        return Resolver(parameters, refs, attributes, declared)
+        return Resolver(parameters, refs, attributes, declared, template.conditions)
 
     async def _start_pools(self, configs: Mapping[str, FunctionConfig], endpoint_url: str) -> None:
         assert self.template is not None

@@ -79,6 +79,20 @@ class Template:
         resources: dict[str, Any] = self.cfn.get("Resources", {})
         return resources
 
+    @property
+    def conditions(self) -> dict[str, Any]:
+        """The Conditions section, for a Resolver to evaluate Fn::If and Condition with."""
+        return dict(self.cfn.get("Conditions", {}))
+
+    def active(self, logical_id: str) -> bool:
+        """Whether CloudFormation would create the resource: its Condition, if any, holds."""
+        condition = self.resources[logical_id].get("Condition")
+        if condition is None:
+            return True
+        declared = {lid: res["Type"] for lid, res in self.resources.items()}
+        parameters = {**self.pseudo_parameters(), **self.parameters}
+        return Resolver(parameters, {}, {}, declared, self.conditions).condition(condition)
+
     def logical_ids(self, *types: str) -> list[str]:
         return [lid for lid, res in self.resources.items() if res.get("Type") in types]
 
@@ -210,7 +224,8 @@ _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
 class Resolver:
-    """Evaluates Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Select and Fn::Split against known values.
+    """Evaluates Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Select, Fn::Split and, given the template's
+    conditions, Fn::If (with Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values.
 
     ``refs`` and ``attributes`` hold what each resource's Ref and GetAtt give (from moto's stack or
     from the parts the local stack plays itself). A resource the template declares but the local
@@ -223,7 +238,9 @@ class Resolver:
         refs: Mapping[str, str],
         attributes: Mapping[tuple[str, str], str],
         declared: Mapping[str, str],
+        conditions: Mapping[str, Any] | None = None,
     ) -> None:
+        self._conditions = dict(conditions or {})
         self._parameters = parameters
         self._refs = refs
         self._attributes = attributes
@@ -261,7 +278,33 @@ class Resolver:
             "Fn::Join": self._join,
             "Fn::Select": self._select,
             "Fn::Split": self._split,
+            "Fn::If": self._if,
+            "Fn::Equals": self._equals,
+            "Fn::Not": lambda argument: not self._truth(argument[0]),
+            "Fn::And": lambda argument: all(self._truth(item) for item in argument),
+            "Fn::Or": lambda argument: any(self._truth(item) for item in argument),
+            "Condition": self.condition,
         }
+
+    def condition(self, name: Any) -> bool:
+        """A condition of the template's Conditions section, evaluated with these parameters."""
+        if name not in self._conditions:
+            raise TemplateError(f"condition {name} is not declared (or not given to the local stack)")
+        return self._truth(self._conditions[name])
+
+    def _truth(self, node: Any) -> bool:
+        value = self.resolve(node)
+        if not isinstance(value, bool):
+            raise TemplateError(f"a condition evaluated to {value!r}, not true or false")
+        return value
+
+    def _if(self, argument: Any) -> Any:
+        name, when_true, when_false = argument
+        return self.resolve(when_true if self.condition(name) else when_false)
+
+    def _equals(self, argument: Any) -> bool:
+        left, right = argument
+        return self.resolve_string(left) == self.resolve_string(right)
 
     def ref(self, name: Any) -> Any:
         if name == "AWS::NoValue":
@@ -368,6 +411,8 @@ def function_configs(template: Template, resolver: Resolver) -> dict[str, Functi
     """Every Lambda function of the translation, with its code folder, handler and resolved environment."""
     configs: dict[str, FunctionConfig] = {}
     for logical_id in template.logical_ids("AWS::Lambda::Function"):
+        if not template.active(logical_id):
+            continue  # its Condition is false: CloudFormation would not create it
         properties = template.resources[logical_id]["Properties"]
         image_env: dict[str, str] = {}
         if properties.get("PackageType") == "Image":
@@ -506,6 +551,8 @@ def sqs_event_sources(
     """The template's enabled SQS event source mappings; ``queue_urls`` maps each queue's ARN to its URL."""
     sources: list[SqsEventSource] = []
     for logical_id in template.logical_ids("AWS::Lambda::EventSourceMapping"):
+        if not template.active(logical_id):
+            continue
         properties = template.resources[logical_id]["Properties"]
         arn = resolver.resolve_string(properties["EventSourceArn"])
         if not arn.startswith("arn:aws:sqs:"):
@@ -611,7 +658,9 @@ def websocket_apis(template: Template) -> dict[str, WebSocketApi]:
     """Each WebSocket API with its routes, read from its Route, Integration and Stage resources."""
     resources = template.resources
     declared = {lid: res["Type"] for lid, res in resources.items()}
-    resolver = Resolver({**template.pseudo_parameters(), **template.parameters}, {}, {}, declared)
+    resolver = Resolver(
+        {**template.pseudo_parameters(), **template.parameters}, {}, {}, declared, template.conditions
+    )
     members: dict[str, dict[str, str]] = {}
     for logical_id in template.logical_ids(*_WS_MEMBER_TYPES):
         api = _refers_to(resources[logical_id]["Properties"].get("ApiId"), declared, "AWS::ApiGatewayV2::Api")

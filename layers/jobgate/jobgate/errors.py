@@ -119,6 +119,18 @@ class CommandSetUnavailable(JobgateError):
     status, title, type_slug = 503, "Command set unavailable", "command-set-unavailable"
 
 
+class SecretUnavailable(JobgateError):
+    """A secret a command needs could not be read: not configured, missing, or not granted to this role."""
+
+    status, title, type_slug = 503, "Secret unavailable", "secret-unavailable"
+
+
+class NoCapacity(JobgateError):
+    """The container runner has no capacity for a task now (RunTask refused it); later may do."""
+
+    status, title, type_slug = 503, "No capacity", "no-capacity"
+
+
 class RunnerUnavailable(JobgateError):
     """The process that forks the worker's commands (the zygote) failed to start or stopped."""
 

@@ -10,3 +10,6 @@ class JobMessage(BaseModel):
 
     job_id: str
     tenant: str | None = None
+    # The container runner's dispatcher: how many tasks it started for this job (its check message,
+    # sent back to itself, counts them); absent on every other message.
+    task_starts: int = 0

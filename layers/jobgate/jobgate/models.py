@@ -25,6 +25,8 @@ def utcnow() -> datetime:
 # contain `_` (JobRequest.run_id's pattern), so the two never collide, and a server-made one needs no
 # reservation record: the job id it names is the lookup.
 SERVER_RUN_ID_PREFIX = "run_"
+# Where a job runs: the worker Lambda (up to its budget), or the container runner (docs/architecture.md).
+Runner = Literal["lambda", "container"]
 
 
 def server_run_id(job_id: str) -> str:
@@ -175,6 +177,8 @@ class Job(BaseModel):
     retried_by: str | None = None
     zip_outputs: bool = False
     archive: Output | None = None  # the zip of every output, when asked
+    # Where it runs: the worker Lambda, or a task of its own on the container runner (ECS Fargate).
+    runner: Runner = "lambda"
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -227,6 +231,7 @@ FINISH_REASONS = {
     "never_started": "never_started",
     "enqueue": "never_started",
     "queue_expired": "queue_expired",
+    "capacity": "capacity",
 }
 
 

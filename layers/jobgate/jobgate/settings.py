@@ -6,10 +6,12 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from jobgate.services.secrets import parse_secret_map
 
 # API Gateway answers 504 after 30 s; a sync request must hand back 202 well before that.
 MAX_SYNC_WAIT_S = 25.0
@@ -33,6 +35,9 @@ class Settings(BaseSettings):
     bucket_name: str = Field(min_length=1)
 
     api_key: SecretStr | None = None
+    # On AWS the bootstrap key is not in the environment: this names the Secrets Manager secret that
+    # holds it (its ARN), read once per cold start (wiring.ApiServices.authenticator).
+    api_key_secret: str | None = None
     default_tenant: str = "default"
 
     worker_timeout_s: int = Field(default=900, ge=10, le=900)
@@ -83,12 +88,50 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated; empty: no CORS headers
     cors_allow_credentials: bool = False
 
-    @field_validator("egress_allow", "cors_origins", "s3_input_buckets", mode="before")
+    # -- secrets for commands (docs/security.md) --------------------------------------------------
+    # `NAME=arn,...`: each secret name a command set declares -> the ARN of a Secrets Manager secret
+    # or an SSM parameter holding its value. A job whose command needs a name not mapped is a 422.
+    command_secrets: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    # -- the container runner (docs/architecture.md) ----------------------------------------------
+    # ContainerJobsQueue, whose dispatcher starts one ECS task per job; unset (or empty), there is no
+    # container runner and a job longer than the Lambda's budget is a 422.
+    container_queue_url: str | None = None
+    container_max_timeout_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+    # Where the dispatcher starts a job's task (the template's ECS resources and network parameters).
+    container_cluster: str = ""
+    container_task_definition: str = ""
+    container_name: str = "worker"
+    container_subnets: Annotated[tuple[str, ...], NoDecode] = ()
+    container_security_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    container_capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = "FARGATE"
+    # Deliveries of a job's message the dispatcher tries RunTask on before the job fails (`capacity`);
+    # keep it below ContainerJobsQueue's maxReceiveCount.
+    container_dispatch_tries: int = Field(default=5, ge=1, le=20)
+
+    @field_validator(
+        "egress_allow",
+        "cors_origins",
+        "s3_input_buckets",
+        "container_subnets",
+        "container_security_groups",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("container_queue_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("command_secrets", mode="before")
+    @classmethod
+    def _secret_map(cls, value: Any) -> Any:
+        return parse_secret_map(value) if isinstance(value, str) else value
 
     @field_validator("egress_allow")
     @classmethod

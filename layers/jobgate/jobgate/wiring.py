@@ -12,9 +12,11 @@ from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.connections import Connections
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
+from jobgate.adapters.key_secret import SecretReader
 from jobgate.adapters.keys import KeyStore
 from jobgate.adapters.limits import LimitStore
 from jobgate.adapters.queue import JobQueue
+from jobgate.adapters.secrets import SecretStore
 from jobgate.services.assets import AssetService, UploadLimits
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.events import Publisher, SubscriptionService
@@ -24,9 +26,11 @@ from jobgate.services.limits import JobAdmission, RateLimiter, UploadQuota
 from jobgate.services.maps import MapService
 from jobgate.services.pipelines import Advancer, PipelineService
 from jobgate.services.registry import Registry
+from jobgate.services.secrets import CommandSecrets
 from jobgate.settings import Settings
 
 if TYPE_CHECKING:
+    from jobgate.services.containers import ContainerDispatcher
     from jobgate.services.executor import CommandRunner
     from jobgate.services.sweeper import Sweeper
     from jobgate.services.worker import WorkerService
@@ -48,7 +52,7 @@ class ApiServices:
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(aws.sqs(self.budget), self.settings.queue_url)
+        return JobQueue(aws.sqs(self.budget), self.settings.queue_url, self.settings.container_queue_url)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -60,6 +64,10 @@ class ApiServices:
             default_timeout_s=min(self.settings.default_job_timeout_s, self.settings.max_job_timeout_s),
             max_timeout_s=self.settings.max_job_timeout_s,
             sync_poll_s=self.settings.sync_poll_s,
+            secrets=frozenset(self.settings.command_secrets),
+            container_max_timeout_s=(
+                self.settings.container_max_timeout_s if self.settings.container_queue_url else None
+            ),
         )
         return JobService(
             self.store,
@@ -91,6 +99,7 @@ class ApiServices:
             timeout_for=self.jobs.timeout_for,
             admission=self.admission,
             ttl=timedelta(days=self.settings.job_ttl_days),
+            check_secrets=self.jobs.check_secrets,
         )
 
     @cached_property
@@ -149,13 +158,20 @@ class ApiServices:
 
     @cached_property
     def authenticator(self) -> Authenticator:
-        bootstrap = self.settings.api_key
         return Authenticator(
             self.keys,
-            bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+            bootstrap_key=self.bootstrap_key(),
             bootstrap_tenant=self.settings.default_tenant,
             tenant_claim=self.settings.jwt_tenant_claim,
         )
+
+    def bootstrap_key(self) -> str | None:
+        """The bootstrap API key: from its secret when the settings name one (on AWS), else from the
+        settings themselves (tests, a local run without the stack)."""
+        if self.settings.api_key_secret:
+            return SecretReader(aws.secretsmanager(self.budget)).value(self.settings.api_key_secret)
+        bootstrap = self.settings.api_key
+        return bootstrap.get_secret_value() if bootstrap else None
 
     @cached_property
     def limits(self) -> LimitStore:
@@ -221,6 +237,35 @@ def build_worker(
         advancer=services.advancer,
         queue=services.queue,
         runner=runner if runner is not None else build_zygote(settings, registry),
+        # The secret stores' clients only where secrets are mapped: no other worker calls them.
+        secrets=CommandSecrets(
+            settings.command_secrets,
+            SecretStore(aws.secretsmanager(), aws.ssm()) if settings.command_secrets else None,
+        ),
+    )
+
+
+def build_dispatcher(settings: Settings) -> ContainerDispatcher:
+    """The container runner's dispatcher: RunTask per job message, as the settings place tasks."""
+    from jobgate.adapters.tasks import TaskLauncher, TaskPlacement
+    from jobgate.services.containers import ContainerDispatcher
+
+    services = ApiServices(settings, Registry([]), aws.BACKGROUND)
+    placement = TaskPlacement(
+        cluster=settings.container_cluster,
+        task_definition=settings.container_task_definition,
+        container=settings.container_name,
+        subnets=settings.container_subnets,
+        security_groups=settings.container_security_groups,
+        capacity_provider=settings.container_capacity_provider,
+    )
+    return ContainerDispatcher(
+        services.store,
+        TaskLauncher(aws.ecs(), placement),
+        tries=settings.container_dispatch_tries,
+        queue=services.queue,
+        publisher=services.publisher,
+        advancer=services.advancer,
     )
 
 

@@ -46,6 +46,8 @@ class Call:
     region: str
     account: str
     permissions: list[tuple[str, str]] = field(default_factory=list)
+    # Condition keys AWS sets for an action of this call (action -> {key: value}).
+    condition_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     queue_url: str | None = None  # SQS
     bucket: str | None = None  # S3
     key: str | None = None  # S3
@@ -87,6 +89,8 @@ def classify(request: StrictRequest, service: str, region: str, account: str) ->
         _sqs(request, call)
     elif service == "s3":
         _s3(request, call)
+    elif service in ("secretsmanager", "ssm") and request.header("X-Amz-Target"):
+        _secret(request, call)
     else:
         _generic(request, call)
     return call
@@ -299,6 +303,27 @@ def _keys_to_delete(body: bytes) -> list[str]:
     except ElementTree.ParseError:
         return []
     return [element.text or "" for element in root.iter() if element.tag.rsplit("}", 1)[-1] == "Key"]
+
+
+# -- Secrets Manager and SSM parameters: the secret or parameter the request names ------------------
+
+
+def _secret(request: StrictRequest, call: Call) -> None:
+    target = request.header("X-Amz-Target") or ""
+    call.operation = target.rpartition(".")[2]
+    body = request.json
+    name = str(body.get("SecretId") or body.get("Name") or "")
+    if not name:
+        call.permissions.append((f"{call.service}:{call.operation}", "*"))
+        return
+    if name.startswith("arn:"):
+        resource = name
+    elif call.service == "ssm":
+        resource = f"arn:aws:ssm:{call.region}:{call.account}:parameter/{name.lstrip('/')}"
+    else:
+        # AWS checks the secret's full ARN, whose last six characters a name does not say.
+        resource = f"arn:aws:secretsmanager:{call.region}:{call.account}:secret:{name}"
+    call.permissions.append((f"{call.service}:{call.operation}", resource))
 
 
 # -- the rest: the action from the operation, on "*" ---------------------------------------------------

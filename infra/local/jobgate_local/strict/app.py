@@ -58,6 +58,7 @@ from .sigv4 import (
     read_signature,
     request_signature_matches,
 )
+from .tasks import LocalTasks
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class StrictLayer:
         self._app = app
         self._account = account_id
         self.faults = FaultInjector()
+        self.tasks = LocalTasks(account_id)
         if faults is not None:
             self.faults.configure(faults)
         install_backend_limits()
@@ -119,6 +121,8 @@ class StrictLayer:
             call, function_identity=checked.principal.kind == "role", presigned=checked.presigned
         )
         if fault is None:
+            if call.service == "ecs" and self.tasks.handles(call.operation):
+                return self._answer_tasks(call, request, start_response)
             return self._app(environ, start_response)
         logger.info("fault %s on %s %s for %s", fault, call.service, call.operation, checked.principal.arn)
         return self._inject(fault, call, request, start_response)
@@ -142,11 +146,17 @@ class StrictLayer:
             protocol = protocol_of(request, service)
             raise Refusal(missing_authentication(protocol), protocol, service)
         call = classify(request, signature.service, signature.region, self._account)
+        if call.service == "ecs" and call.operation == "RunTask":
+            # What ECS checks: the task definition, and passing each role it names to the task.
+            definition = self.tasks.definition_arn(str(request.json.get("taskDefinition", "")))
+            call.permissions = [("ecs:RunTask", definition)]
+            call.permissions += [("iam:PassRole", role) for role in self.tasks.passed_roles(definition)]
+            call.condition_keys = {"iam:PassRole": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
         try:
             principal = self._authenticate(request, signature, upload, call.protocol)
             if upload is not None:
                 self._check_upload(call, upload)
-            denial = authorize(principal, call.permissions)
+            denial = authorize(principal, call.permissions, call.condition_keys)
             if denial is not None:
                 raise access_denied(
                     call.protocol, principal.arn, denial.action, denial.resource, explicit=denial.explicit
@@ -193,6 +203,13 @@ class StrictLayer:
         call.key = upload.key
         call.operation = "PostObject"
         call.permissions = [("s3:PutObject", object_arn(call.bucket or "", upload.key))]
+
+    def _answer_tasks(
+        self, call: Call, request: StrictRequest, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        status, document = self.tasks.answer(call.operation, dict(request.json))
+        headers = [("Content-Type", "application/x-amz-json-1.1")]
+        return _answer(start_response, WireAnswer(status, headers, json.dumps(document).encode()), "POST")
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -251,6 +268,10 @@ class StrictLayer:
             _reset_services(services)
             self.faults.reset()
             return 200, {"reset": services}
+        if name == "tasks":
+            return 200, self.tasks.register(
+                dict(request.json)
+            ) if request.method == "POST" else self.tasks.state()
         if name == "authorize" and request.method == "POST":
             return 200, self._authorize_forwarded(dict(request.json))
         return 404, {"message": f"no admin endpoint {name}"}

@@ -264,7 +264,7 @@ _WRITES = threading.RLock()
 
 def install_backend_limits() -> None:
     """Patch moto's DynamoDB backend (in the local AWS's own process) to size items as AWS does."""
-    from moto.dynamodb import responses
+    from moto.dynamodb import models, responses
     from moto.dynamodb.exceptions import ConditionalCheckFailed
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
@@ -314,15 +314,60 @@ def install_backend_limits() -> None:
         with _WRITES:
             return delete_item(self, *args, **kwargs)
 
-    def checked_transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _WRITES, _transaction():
-            return transact_write_items(self, *args, **kwargs)
-
     DynamoDBBackend.put_item = checked_put_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = checked_update_item  # type: ignore[method-assign]
     DynamoDBBackend.delete_item = locked_delete_item  # type: ignore[method-assign]
-    DynamoDBBackend.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = _restoring(transact_write_items)  # type: ignore[method-assign]
+    models.copy = _TablesUncopied()  # type: ignore[assignment, attr-defined]
     setattr(DynamoDBBackend, "_jobgate_limits", True)  # noqa: B010 (a marker moto does not declare)
+
+
+def _restoring(transact_write_items: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's transact_write_items, one at a time, putting back the items it names when it fails."""
+
+    def checked_transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        # moto backs up every table it touches (a deep copy of the whole table, on every transaction)
+        # and puts the copy back on failure: under load that is seconds per write, with every other
+        # write waiting. Writes are serialised here, so the items the transaction names, as they were,
+        # are backup enough: moto's copy is skipped (`_TablesUncopied`) and these are put back instead.
+        with _WRITES, _transaction():
+            before = [_snapshot(self, action) for action in transact_items]
+            try:
+                return transact_write_items(self, transact_items)
+            except Exception:
+                for table, hash_value, range_value, item in before:
+                    if table is not None:
+                        _restore(table, hash_value, range_value, item)
+                raise
+
+    return checked_transact_write_items
+
+
+class _TablesUncopied:
+    """`copy` as moto's DynamoDB backend module sees it: a whole table is not copied (its transactions'
+    backups; checked_transact_write_items keeps the items it touches instead), anything else is."""
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def _snapshot(backend: Any, action: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """The item one action of a transaction names, as it is now (None: no such item)."""
+    op = next(iter(action.values()), None)
+    if not isinstance(op, dict) or op.get("TableName") not in backend.tables:
+        return None, None, None, None
+    table = backend.tables[op["TableName"]]
+    key = op.get("Key")
+    if key is None and isinstance(op.get("Item"), dict):
+        names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+        key = {name: op["Item"][name] for name in names if name in op["Item"]}
+    try:
+        hash_value, range_value = backend.get_keys_value(table, key)
+    except Exception:  # noqa: BLE001 - a malformed key: moto refuses it before writing anything
+        return None, None, None, None
+    return table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value))
 
 
 def _restore(table: Any, hash_value: Any, range_value: Any, before: Any) -> None:

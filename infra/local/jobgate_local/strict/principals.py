@@ -15,7 +15,7 @@ Anything else is an unknown key, which AWS refuses before looking at any policy.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,10 +89,15 @@ class Denial:
     explicit: bool
 
 
-def authorize(principal: Principal, permissions: Sequence[tuple[str, str]]) -> Denial | None:
+def authorize(
+    principal: Principal,
+    permissions: Sequence[tuple[str, str]],
+    condition_keys: Mapping[str, Mapping[str, str]] | None = None,
+) -> Denial | None:
     """The first (action, resource) the principal's policies do not allow, or None when all are allowed.
 
     AWS's rule for identity-based policies: an explicit Deny wins; otherwise some Allow must match.
+    ``condition_keys`` gives, per action, the condition keys AWS sets for it (``iam:PassedToService``).
     """
     if principal.kind == "admin" or not permissions:
         return None
@@ -100,7 +105,8 @@ def authorize(principal: Principal, permissions: Sequence[tuple[str, str]]) -> D
     for action, resource in permissions:
         if action == "sts:GetCallerIdentity":  # AWS answers it whatever the policies say
             continue
-        results = [statement.decide(action, resource) for statement in statements]
+        keys = dict((condition_keys or {}).get(action, {}))
+        results = [statement.decide(action, resource, keys) for statement in statements]
         if PermissionResult.DENIED in results:
             return Denial(action, resource, explicit=True)
         if PermissionResult.PERMITTED not in results:
@@ -133,8 +139,8 @@ class _Statement(IAMPolicyStatement):
         ignore_case = statement_element in ("Action", "NotAction")
         return any(wildcard_match(str(p), value, ignore_case=ignore_case) for p in patterns)
 
-    def decide(self, action: str, resource: str) -> PermissionResult:
-        if self._statement.get("Condition") and not self._check_conditions({}):
+    def decide(self, action: str, resource: str, keys: dict[str, str] | None = None) -> PermissionResult:
+        if self._statement.get("Condition") and not self._check_conditions(keys or {}):
             return PermissionResult.NEUTRAL
         result: PermissionResult = self.is_action_permitted(action, resource)
         return result

@@ -30,10 +30,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from jobgate import observability as obs
+
 if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
 
 # botocore's standard retry mode: the sleep before retry i (1-based) is rand(0, 1) * min(scale * 2**(i-1),
 # 20) s, scale 1 s for throttling errors, and an x-amz-retry-after header may add up to 5 s.
@@ -129,6 +135,20 @@ def install_deadline(client: Any, budget: Budget) -> None:
     )
 
 
+def count_retries(client: Any) -> None:
+    """Emit the retries each call of the client took (the AwsRetries metric: throttling and errors
+    botocore retried). after-call runs for every answer, an error's too; a call whose every attempt
+    failed to connect has no answer and is not counted (its error is logged by its caller)."""
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def after_call(parsed: Any = None, **_: Any) -> None:
+        retries = int(((parsed or {}).get("ResponseMetadata") or {}).get("RetryAttempts") or 0)
+        if retries:
+            obs.emit(obs.AWS_RETRIES, retries, aws_service=service)
+
+    client.meta.events.register(f"after-call.{service}", after_call, unique_id="jobgate-retries")
+
+
 @cache
 def _session() -> boto3.session.Session:
     return boto3.session.Session()
@@ -142,6 +162,7 @@ def _client(service: str, budget: Budget) -> Any:
     # The endpoint comes from AWS_ENDPOINT_URL when set (the local stack), as boto3 reads it itself.
     client = _session().client(service, config=config)  # type: ignore[call-overload]
     install_deadline(client, budget)
+    count_retries(client)
     return client
 
 
@@ -156,6 +177,22 @@ def sqs(budget: Budget = API) -> SQSClient:
 
 def s3(budget: Budget = API) -> S3Client:
     return _client("s3", budget)  # type: ignore[no-any-return]
+
+
+def secretsmanager(budget: Budget = BACKGROUND) -> SecretsManagerClient:
+    return _client("secretsmanager", budget)  # type: ignore[no-any-return]
+
+
+def ssm(budget: Budget = BACKGROUND) -> SSMClient:
+    return _client("ssm", budget)  # type: ignore[no-any-return]
+
+
+def ecs(budget: Budget = BACKGROUND) -> ECSClient:
+    return _client("ecs", budget)  # type: ignore[no-any-return]
+
+
+def cloudformation(budget: Budget = API) -> CloudFormationClient:
+    return _client("cloudformation", budget)  # type: ignore[no-any-return]
 
 
 def reset_clients() -> None:

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from jobgate.api.middleware import TIMES_KEY, RequestTimes, request_times
+from jobgate.observability import logger
 from jobgate.services.assets import AssetService
 from jobgate.services.jobs import JobService
 from jobgate.services.maps import MapService
@@ -70,6 +71,7 @@ def authenticate(
     429 problem past the credential's request rate."""
     principal = services.authenticator.authenticate(api_key, jwt_claims(request))
     services.rate_limiter.take(principal.rate_bucket)
+    logger.append_keys(tenant=principal.tenant)  # on every line the request logs from here on
     return principal.tenant
 
 

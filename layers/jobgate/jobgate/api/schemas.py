@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from jobgate.models import Job, JobError, JobStatus, Output
+from jobgate.models import Job, JobError, JobStatus, Output, Runner
 from jobgate.services.jobs import OutputLink
 
 FINISH_REASON_DOC = (
@@ -82,6 +82,11 @@ class JobView(BaseModel):
     retried_by: str | None = None
     zip_outputs: bool = False
     archive: Output | None = None
+    runner: Runner = Field(
+        default="lambda",
+        description="Where it runs: the worker Lambda, or a container task (a timeout_s past the Lambda's"
+        " budget, or a command that asks for one).",
+    )
     finish_reason: str | None = Field(description=FINISH_REASON_DOC)
     partial: bool = Field(description="Succeeded, with an exit code that means partial success.")
     created_at: datetime

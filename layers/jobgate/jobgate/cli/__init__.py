@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Sub-commands that belong to other packages; their own parsers read the whole command line.
     if args[:1] in (["dev"], ["invoke"]) or args[:2] == ["events", "new"]:
         return _dev(args)
-    if args[:1] == ["keys"]:
+    if args[:1] in (["keys"], ["admin"]):
         return _keys(args)
     from jobgate.cli.commands import run_cli
 
@@ -38,6 +38,6 @@ def _keys(args: list[str]) -> int:
     try:
         from jobgate.admin_cli import main as keys_main
     except ImportError as exc:
-        sys.stderr.write(f"jobgate: `jobgate keys` is not available here: {exc}\n")
+        sys.stderr.write(f"jobgate: `jobgate {args[0]}` is not available here: {exc}\n")
         return 2
     return keys_main(args)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="run the whole system on this machine (jobgate dev --help)", add_help=False)
     sub.add_parser("keys", help="create, list and revoke API keys (jobgate keys --help)", add_help=False)
     sub.add_parser(
+        "admin", help="a stack's stuck jobs and dead-letter queues (jobgate admin --help)", add_help=False
+    )
+    sub.add_parser(
         "invoke", help="run a function's handler on an event against `jobgate dev`", add_help=False
     )
     return parser

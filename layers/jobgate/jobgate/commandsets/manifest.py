@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from jobgate.services.registry import ENTRY_POINT_GROUP, CommandContract, CommandSet, Registry
+from jobgate.services.registry import ENTRY_POINT_GROUP, CommandContract, CommandSet, Registry, contracts_of
 
 MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifests"
 MAX_REPORTED = 40
@@ -23,13 +23,19 @@ MAX_REPORTED = 40
 
 def manifest_document(command_set: CommandSet) -> dict[str, Any]:
     """What a manifest holds for one command set; plain JSON values, in a stable order."""
-    contracts = sorted(command_set.contracts(), key=lambda c: (c.stage, c.command))
+    contracts = sorted(contracts_of(command_set), key=lambda c: (c.stage, c.command))
     aliases: dict[str, str] = dict(getattr(command_set, "stage_aliases", {}) or {})
     return {
         "command_set": command_set.name,
         "stage_aliases": dict(sorted(aliases.items())),
-        "contracts": [c.model_dump(mode="json") for c in contracts],
+        "contracts": [c.model_dump(mode="json", exclude=_unset_new_fields(c)) for c in contracts],
     }
+
+
+def _unset_new_fields(contract: CommandContract) -> set[str]:
+    """Fields added to contracts later, left out while unset: a contract reads as it did before."""
+    unset = {"secrets"} if not contract.secrets else set()
+    return unset | ({"runner"} if contract.runner is None else set())
 
 
 def render(document: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from ulid import ULID
 
+from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore, ObjectInfo
 from jobgate.adapters.dynamo import JobStore
 from jobgate.errors import Conflict, Gone
@@ -235,7 +236,12 @@ class AssetService:
     def settle(self, asset: Asset) -> Asset:
         """Compare the object in S3 with what was declared; record AVAILABLE or FAILED with the reason."""
         judged = self.judge(asset)
-        return asset if judged is asset else self._store.settle_asset(judged)
+        if judged is asset:
+            return asset
+        settled = self._store.settle_asset(judged)
+        if settled.status == AssetStatus.FAILED:
+            obs.emit(obs.UPLOADS_FAILED)
+        return settled
 
     def judge(self, asset: Asset) -> Asset:
         """The asset as settling would record it (the same one while its file has not arrived); records

@@ -20,7 +20,7 @@ def dispatch(
     The sweeper re-sends only queued jobs whose send is not confirmed; a send whose confirmation is
     lost is sent again after its grace period, which is harmless: a worker runs a job only once.
     """
-    queue.send(job.job_id, job.tenant, delay_s=delay_s)
+    queue.send(job.job_id, job.tenant, delay_s=delay_s, runner=job.runner)
     try:
         store.confirm_enqueue(job, now=clock())
     except StoreError as exc:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobgate import observability as obs
 from jobgate.adapters.connections import MAX_PAYLOAD_BYTES, ConnectionGone, Connections, SendFailed
 from jobgate.adapters.dynamo import Announce, EventCommit, JobStore
 from jobgate.adapters.events import EventStore, Lease
@@ -123,6 +124,7 @@ class Publisher:
             self._connections.send(connection_id, fit_message(message))
         except ConnectionGone:
             logger.info("subscriber gone", connection_id=connection_id)
+            obs.emit(obs.WS_GONE)
             self._events.delete_connection(connection_id)
             return False
         except SendFailed as exc:
@@ -142,7 +144,14 @@ class Publisher:
             # Neither held nor free: the holder let go in between (or the subscription is gone).
 
     def _send_held(self, lease: Lease, fresh: list[JobEvent]) -> None:
+        sent = self._send_held_from(lease, fresh)
+        if sent:  # one data point per delivery run, not per event: a job's output is many events
+            obs.emit(obs.WS_DELIVERIES, sent)
+
+    def _send_held_from(self, lease: Lease, fresh: list[JobEvent]) -> int:
+        """Send under the lease until caught up; answer how many events were sent."""
         cursor = lease.delivered_seq
+        sent = 0
         renew_at = self._monotonic() + RENEW_AFTER_S
         for _ in range(MAX_ROUNDS):
             if fresh and fresh[0].seq == cursor + 1:
@@ -158,20 +167,22 @@ class Publisher:
                     failed = True
                     break
                 cursor = event.seq
+                sent += 1
             if failed:
                 # The rest waits for the next delivery; a publisher that woke us meanwhile is covered too.
                 self._events.release_lease(lease, cursor, whatever_woke=True)
-                return
+                return sent
             more = len(pending) == PAGE or bool(pending and cursor < pending[-1].seq)
             if not more and self._events.release_lease(lease, cursor):
-                return
+                return sent
             # More to read (a full page, a publisher woke us, time to renew): record progress, go on.
             renewed = self._events.renew_lease(lease, cursor, now=self._clock())
             if renewed is None:
-                return  # taken over (we were too slow), or the subscription was replaced
+                return sent  # taken over (we were too slow), or the subscription was replaced
             lease = renewed
             renew_at = self._monotonic() + RENEW_AFTER_S
         self._events.release_lease(lease, cursor, whatever_woke=True)
+        return sent
 
 
 class SubscriptionService:
@@ -206,6 +217,7 @@ class SubscriptionService:
         if tenant is None:
             self._publisher.send(connection_id, _error("unknown_connection", "Connect again.", job_id))
             return
+        logger.append_keys(tenant=tenant)  # the rest of this route's lines name it
         try:
             job = self._jobs.get(job_id, tenant=tenant)
         except NotFound:

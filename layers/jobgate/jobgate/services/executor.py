@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from jobgate.services.capture import CappedLog
+from jobgate.services.secrets import Redactor
 
 Target = Callable[[list[str]], int | None]
 OutputCallback = Callable[[str, bytes], None]
@@ -78,6 +79,8 @@ class Watch:
     on_tick: Callable[[], None] | None = None
     kill_grace_s: float = 2.0
     max_log_bytes: int | None = None
+    # Byte strings (the command's secrets) masked in its logs and output callbacks, whatever the reads.
+    redact: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.cancel_poll_s <= 0 or self.kill_grace_s < 0:
@@ -181,6 +184,7 @@ def execute(
     on_tick: Callable[[], None] | None = None,
     kill_grace_s: float = 2.0,
     max_log_bytes: int | None = None,
+    redact: tuple[bytes, ...] = (),
 ) -> ExecResult:
     """Run ``target(argv)`` in a forked child in its own process group and wait for it to end.
 
@@ -197,6 +201,7 @@ def execute(
         on_tick=on_tick,
         kill_grace_s=kill_grace_s,
         max_log_bytes=max_log_bytes,
+        redact=redact,
     )
     launch = _forker(target, argv, workdir, env)
     return supervise(launch, workdir=workdir, stdout_path=stdout_path, stderr_path=stderr_path, watch=watch)
@@ -415,6 +420,7 @@ class _Supervisor:
         self.timed_out = False
         self.cancelled = False
         self.byte_counts = {STDOUT: 0, STDERR: 0}
+        self._redactors = {fd: Redactor(watch.redact) for fd in streams}
 
     def run(self) -> int:
         """Supervise the child until it has exited and its output is read; return its wait status.
@@ -450,6 +456,8 @@ class _Supervisor:
         if exit_fd is not None:
             self._sel.unregister(exit_fd)  # it stays readable once the child is gone
         self._drain()
+        for fd in self._open:  # a pipe a leftover process still holds: what was held back goes out now
+            self._emit(fd, self._redactors[fd].flush())
         return status
 
     def _wait_for_exit(self) -> None:
@@ -510,7 +518,7 @@ class _Supervisor:
                 self._sel.register(fd, selectors.EVENT_READ, fd)
 
     def _read(self, fd: int) -> None:
-        name, sink = self._streams[fd]
+        name = self._streams[fd][0]
         budget = _MAX_READ_PER_WAKEUP
         while budget > 0:
             try:
@@ -520,11 +528,17 @@ class _Supervisor:
             if not chunk:
                 self._open.discard(fd)
                 self._sel.unregister(fd)
+                self._emit(fd, self._redactors[fd].flush())
                 return
             budget -= len(chunk)
             self.byte_counts[name] += len(chunk)
-            sink.write(chunk)
-            self._callbacks.output(name, chunk)
+            self._emit(fd, self._redactors[fd].feed(chunk))
+
+    def _emit(self, fd: int, data: bytes) -> None:
+        if data:
+            name, sink = self._streams[fd]
+            sink.write(data)
+            self._callbacks.output(name, data)
 
     def _drain(self) -> None:
         """Read what the child wrote before it ended, up to EOF on both pipes."""

@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 from ulid import ULID
 
+from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.events import EventStore
@@ -42,6 +43,7 @@ from jobgate.models import (
     JobRequest,
     JobStatus,
     Output,
+    Runner,
     job_id_of_server_run,
     utcnow,
 )
@@ -110,6 +112,16 @@ class JobLimits(BaseModel):
     default_timeout_s: int
     max_timeout_s: int
     sync_poll_s: float = 0.25  # the longest interval between two reads of a sync-mode job
+    secrets: frozenset[str] = frozenset()  # the secret names the operator mapped (JOBGATE_COMMAND_SECRETS)
+    # The longest job the container runner takes; None: no container runner is deployed.
+    container_max_timeout_s: int | None = None
+
+
+class Placement(NamedTuple):
+    """A job's timeout and where it runs."""
+
+    timeout_s: int
+    runner: Runner
 
 
 class OutputLink(Output):
@@ -142,6 +154,7 @@ class DryRun(BaseModel):
     argv: list[str]
     inputs: list[CheckedInput]
     timeout_s: int
+    runner: Runner = "lambda"
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -208,7 +221,8 @@ class JobService:
     def submit(self, tenant: str, request: JobRequest) -> tuple[Job, bool]:
         """Check, record and enqueue a job; answer (job, created). Nothing is queued when a check fails."""
         invocation = self._registry.check(request.stage, request.command, request.args)
-        timeout_s = self._timeout(request, invocation)
+        self.check_secrets(invocation)
+        timeout_s, runner = self._timeout(request, invocation)
         staged = self.check_inputs(tenant, invocation)
         if self._admit is not None:
             self._admit(tenant, request, invocation)
@@ -225,6 +239,7 @@ class JobService:
                 invocation.jobs
             ),  # job:// inputs, staged from that job's outputs as pipeline steps are
             timeout_s=timeout_s,
+            runner=runner,
             max_attempts=request.max_attempts,
             retry_on_exit=request.retry_on_exit,
             zip_outputs=request.zip_outputs,
@@ -232,6 +247,9 @@ class JobService:
             created_at=self._clock(),
         )
         job, created = self._store.create(job)
+        logger.append_keys(job_id=job.job_id)  # the rest of the request's lines name it
+        if created:
+            obs.emit(obs.JOBS_SUBMITTED, command_set=invocation.contract.command_set)
         if created or (job.status == JobStatus.QUEUED and job.enqueued_at is None):
             # The same request again (same run_id) finds its job queued with no message recorded as
             # sent: the first request's send failed or its answer was lost. A second message is
@@ -245,7 +263,8 @@ class JobService:
         A PENDING asset whose file has arrived is judged as a submit would settle it, but not recorded.
         """
         invocation = self._registry.check(request.stage, request.command, request.args)
-        timeout_s = self._timeout(request, invocation)
+        self.check_secrets(invocation)
+        timeout_s, runner = self._timeout(request, invocation)
         inputs = self._check_inputs(tenant, invocation, record=False)
         if self._admit is not None:
             self._admit(tenant, request, invocation)
@@ -260,6 +279,7 @@ class JobService:
             argv=argv,
             inputs=checked,
             timeout_s=timeout_s,
+            runner=runner,
             warnings=warnings,
         )
 
@@ -277,21 +297,49 @@ class JobService:
             )
         return [f"run_id '{request.run_id}' names job {job_id} already: a submit answers that job."]
 
-    def _timeout(self, request: JobRequest, invocation: Invocation) -> int:
+    def check_secrets(self, invocation: Invocation) -> None:
+        """A command that needs a secret this deployment does not map cannot run: a 422 naming it."""
+        contract = invocation.contract
+        missing = sorted(set(contract.secrets) - self._limits.secrets)
+        if missing:
+            names = ", ".join(f"'{name}'" for name in missing)
+            raise ValidationFailed(
+                f"{contract.stage} {contract.command} needs the secret {names}, "
+                "which is not configured on this deployment.",
+                [
+                    {"loc": ["body", "command"], "msg": f"needs the unconfigured secret {name}"}
+                    for name in missing
+                ],
+            )
+
+    def _timeout(self, request: JobRequest, invocation: Invocation) -> Placement:
         return self.timeout_for(request.timeout_s, invocation)
 
-    def timeout_for(self, requested: int | None, invocation: Invocation) -> int:
-        """The job's timeout: as asked, else the default; never past what a worker can see through."""
-        ceiling = min(
-            self._limits.max_timeout_s, invocation.contract.max_timeout_s or self._limits.max_timeout_s
-        )
+    def timeout_for(self, requested: int | None, invocation: Invocation) -> Placement:
+        """The job's timeout (as asked, else the default) and its runner: the worker Lambda while the
+        timeout fits its budget, else the container runner, up to its own limit; a command's contract
+        may ask for one runner. Past what the runner can see through is a 422 naming the limit."""
+        contract = invocation.contract
+        lambda_max = self._limits.max_timeout_s
+        container_max = self._limits.container_max_timeout_s
+        if contract.runner == "container" and container_max is None:
+            raise ValidationFailed(
+                f"{contract.stage} {contract.command} runs on the container runner, "
+                "which this deployment lacks.",
+                [{"loc": ["body", "command"], "msg": "needs the container runner"}],
+            )
+        container = container_max is not None and contract.runner != "lambda"
+        runner_max = container_max if container and container_max is not None else lambda_max
+        ceiling = min(runner_max, contract.max_timeout_s or runner_max)
         timeout_s = requested or min(self._limits.default_timeout_s, ceiling)
         if timeout_s > ceiling:
+            where = "the container runner runs a job" if ceiling > lambda_max else "a worker can run a job"
             raise ValidationFailed(
-                f"timeout_s {timeout_s} is longer than a worker can run a job ({ceiling} s).",
+                f"timeout_s {timeout_s} is longer than {where} ({ceiling} s).",
                 [{"loc": ["body", "timeout_s"], "msg": f"at most {ceiling}"}],
             )
-        return timeout_s
+        on_container = container and (contract.runner == "container" or timeout_s > lambda_max)
+        return Placement(timeout_s, "container" if on_container else "lambda")
 
     def retry(self, tenant: str, job_id: str) -> Job:
         """A new job with the same request as an ended one, linked both ways."""
@@ -524,9 +572,17 @@ class JobService:
 
     def cancel(self, tenant: str, job_id: str) -> Job:
         read = self._store.get(job_id, tenant=tenant)
-        job = ended_announced(
-            self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
-        )
+        if read.status == JobStatus.CANCELLED:
+            return read  # a cancel sent again (its first answer lost, say): the same answer
+        try:
+            job = ended_announced(
+                self._publisher, lambda note: self._store.cancel(read, now=self._clock(), announce=note)
+            )
+        except InvalidTransition:
+            current = self._store.get(job_id, tenant=tenant)
+            if current.status == JobStatus.CANCELLED:
+                return current  # cancelled meanwhile, by another request or by this one's lost answer
+            raise
         if job.terminal and self._advancer is not None:  # a running job's worker announces its own end
             self._advancer.advance(job)
         return job

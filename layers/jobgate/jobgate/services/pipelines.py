@@ -14,7 +14,7 @@ from ulid import ULID
 from jobgate.adapters.dynamo import JobStore
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import Conflict, InvalidTransition, NotFound, QueueError, RunIdConflict, ValidationFailed
-from jobgate.models import Job, JobStatus, utcnow
+from jobgate.models import Job, JobStatus, Runner, utcnow
 from jobgate.observability import logger
 from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce, ended_announced
@@ -177,11 +177,13 @@ class PipelineService:
         advancer: Advancer,
         *,
         check_inputs: Callable[[str, Invocation], object],
-        timeout_for: Callable[[int | None, Invocation], int],
+        timeout_for: Callable[[int | None, Invocation], tuple[int, Runner]],
         admission: JobAdmission | None = None,
         ttl: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        check_secrets: Callable[[Invocation], None] | None = None,
     ) -> None:
+        self._check_secrets = check_secrets
         self._store = store
         self._queue = queue
         self._registry = registry
@@ -209,6 +211,7 @@ class PipelineService:
             )
             for s in request.steps
         }
+        placements = {s.name: self._timeout_for(s.timeout_s, invocations[s.name]) for s in request.steps}
         jobs = []
         for name in order:
             step = next(s for s in request.steps if s.name == name)
@@ -227,7 +230,8 @@ class PipelineService:
                     inputs=inv.inputs,
                     upstream=upstream,
                     status=JobStatus.BLOCKED if after[name] else JobStatus.QUEUED,
-                    timeout_s=self._timeout_for(step.timeout_s, inv),
+                    timeout_s=placements[name][0],
+                    runner=placements[name][1],
                     max_attempts=step.max_attempts,
                     retry_on_exit=step.retry_on_exit,
                     request_hash=hashlib.sha256(step.model_dump_json().encode()).hexdigest(),
@@ -295,6 +299,8 @@ class PipelineService:
     def _check(self, tenant: str, request: PipelineRequest) -> dict[str, Invocation]:
         invocations = _check_steps(self._registry, request)
         for inv in invocations.values():
+            if self._check_secrets is not None:
+                self._check_secrets(inv)
             self._check_inputs(tenant, inv)
         if self._admission is not None:
             # The same limits as single jobs: args size, where URLs may point, active jobs.

@@ -9,9 +9,11 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from jobgate.errors import CommandSetUnavailable, NotFound, ValidationFailed
+from jobgate.models import Runner
+from jobgate.services.secrets import SECRET_NAME_RE
 
 ENTRY_POINT_GROUP = "jobgate.command_sets"
 ASSET_SCHEME = "asset://"
@@ -69,6 +71,20 @@ class CommandContract(BaseModel):
     # Exit codes that mean the command did part of its work and says so (a run that answered some
     # questions, a dataset with gaps): the job ends `succeeded` with `partial: true`.
     partial_exit_codes: list[int] = Field(default_factory=list)
+    # Secrets the command needs, by name: the worker puts each in its child's environment under that
+    # name, read from where the operator maps it (jobgate.services.secrets).
+    secrets: list[str] = Field(default_factory=list)
+    # "container": every job of the command runs on the container runner, whatever its timeout_s;
+    # "lambda": never; unset: the container runner only when timeout_s is past the Lambda's budget.
+    runner: Runner | None = None
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not SECRET_NAME_RE.match(name):
+                raise ValueError(f"'{name}' is not a secret name (capitals, digits and _)")
+        return sorted(set(names))
 
     def param(self, name: str) -> ParamSpec | None:
         key = name.replace("-", "_")
@@ -102,6 +118,15 @@ class CommandSet(Protocol):
     def run(self, argv: list[str]) -> int: ...
 
 
+def contracts_of(command_set: CommandSet) -> list[CommandContract]:
+    """A command set's contracts, with the secrets it declares for all of its commands
+    (`secrets = ["NAME", ...]` on the set) added to each."""
+    shared = list(getattr(command_set, "secrets", ()) or ())
+    if not shared:
+        return command_set.contracts()
+    return [c.model_copy(update={"secrets": sorted({*c.secrets, *shared})}) for c in command_set.contracts()]
+
+
 class Registry:
     """Contracts of every command set, looked up by stage and command (aliases included)."""
 
@@ -120,7 +145,7 @@ class Registry:
     @classmethod
     def from_command_sets(cls, sets: Iterable[CommandSet]) -> Registry:
         sets = list(sets)
-        contracts = [c for s in sets for c in s.contracts()]
+        contracts = [c for s in sets for c in contracts_of(s)]
         aliases: dict[str, str] = {}
         for s in sets:
             aliases.update(getattr(s, "stage_aliases", {}) or {})

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from ulid import ULID
 
+from jobgate import observability as obs
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
 from jobgate.errors import InvalidTransition, JobgateError
@@ -154,6 +155,7 @@ class Sweeper:
             lambda note: self._store.fail_unfinished(job, error=error, now=now, announce=note),
         )
         report.failed.append(job.job_id)
+        obs.job_finished(failed.status.value, None)
         if self._advancer is not None:
             self._advancer.advance(failed)
 
@@ -162,7 +164,7 @@ class Sweeper:
         if job.lease_until is None or job.lease_until >= stale:
             return
         # The worker that takes the message over retries the job, or fails it after its last attempt.
-        self._queue.send(job.job_id, job.tenant)
+        self._queue.send(job.job_id, job.tenant, runner=job.runner)
         report.rescued.append(job.job_id)
 
     def _sweep_maps(self) -> None:

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from jobgate import observability as obs
 from jobgate.adapters.blobs import BlobStore
 from jobgate.adapters.dynamo import JobStore, epoch_ms
 from jobgate.adapters.queue import JobQueue
-from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound
+from jobgate.errors import Gone, InvalidTransition, JobgateError, NotFound, SecretUnavailable
 from jobgate.media import guess_media_type
 from jobgate.models import LOG_TAIL_BYTES, Job, JobError, JobEvent, JobResult, JobStatus, Output, tail, utcnow
 from jobgate.observability import logger
@@ -39,6 +40,7 @@ from jobgate.services.maps import CHUNKS_DIR, MapStore, chunk_output_name
 from jobgate.services.outputs import OutputCatalog
 from jobgate.services.pipelines import Advancer
 from jobgate.services.registry import CommandContract, ParamSpec, Registry, build_argv
+from jobgate.services.secrets import CommandSecrets, masked_parts
 
 # Reads and conditional writes a claim (or a dead letter) tries while the job moves under it.
 _CLAIM_ROUNDS = 3
@@ -229,7 +231,9 @@ class WorkerService:
         advancer: Advancer | None = None,
         queue: JobQueue | None = None,
         runner: CommandRunner | None = None,
+        secrets: CommandSecrets | None = None,
     ) -> None:
+        self._secrets = secrets if secrets is not None else CommandSecrets({})
         self._publisher = publisher
         self._advancer = advancer
         self._queue = queue
@@ -259,6 +263,7 @@ class WorkerService:
         if job is None:
             return None
         attempt = job.attempts
+        logger.append_keys(job_id=job_id, tenant=job.tenant, attempt=attempt)  # on every line that follows
         try:
             return self._run(job, attempt, remaining_s)
         except LeaseLost as exc:
@@ -346,6 +351,7 @@ class WorkerService:
                 )
                 self._end(job, _failure("worker_lost", message, job), now)
                 logger.error("job failed after its last attempt was lost", job_id=job.job_id)
+                obs.emit(obs.JOBS_WORKER_LOST)
                 return None
             logger.warning("taking over a job whose worker stopped", job_id=job.job_id, attempt=job.attempts)
         return self._store.claim(job, now=now, lease_until=now + timedelta(seconds=self._config.lease_s))
@@ -355,6 +361,7 @@ class WorkerService:
         done = ended_announced(
             self._publisher, lambda note: self._store.end_unfinished(job, result, now=now, announce=note)
         )
+        obs.job_finished(done.status.value, None)  # no command ran: counted by status only
         self._move_on(done)
         return done
 
@@ -412,15 +419,23 @@ class WorkerService:
         except OutOfTime as exc:
             return self._finish(a, _out_of_time(exc.detail))
         stream.note(STAGED)
+        try:
+            # Read now, for this command's child only; never logged, never on the record.
+            secrets = self._secrets.resolve(a.contract.secrets)
+        except SecretUnavailable as exc:
+            return self._finish(a, _failure("secret", exc.detail))
         argv = build_argv(job.args, a.contract, paths)
-        logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv)
+        logger.info("job started", job_id=job.job_id, attempt=a.attempt, argv=argv, secrets=sorted(secrets))
         stream.milestone(STARTED)
+        command_set = a.contract.command_set
+        obs.emit(obs.JOBS_STARTED, command_set=command_set)
+        obs.seconds(obs.QUEUE_WAIT, (self._clock() - job.created_at).total_seconds(), command_set=command_set)
         budget = max(1.0, min(float(job.timeout_s), a.deadline - time.monotonic() - FINISH_MARGIN_S))
         run = self._runner.run(
             a.contract.command_set,
             argv,
             workdir=a.workdir,
-            env=child_environment(self._parent_env, a.workdir),
+            env={**child_environment(self._parent_env, a.workdir), **secrets},
             stdout_path=a.logs / "stdout",
             stderr_path=a.logs / "stderr",
             watch=Watch(
@@ -430,11 +445,13 @@ class WorkerService:
                 on_output=stream.output,
                 on_tick=stream.tick,
                 max_log_bytes=self._config.max_log_bytes,
+                redact=tuple(masked_parts(secrets.values())),
             ),
         )
         stream.close()
         lease.check()
         logger.info("job exited", job_id=job.job_id, exit_code=run.exit_code, duration_s=run.duration_s)
+        a.timing.command_s = run.duration_s
         upload_by = a.deadline - RECORD_MARGIN_S
         try:
             stdout, stderr = self._store_logs(a, upload_by)
@@ -470,7 +487,9 @@ class WorkerService:
                 logger.warning("dead letter of a job running under a live lease; left to it", job_id=job_id)
                 return job
             try:
-                return self._end(job, _failure("dead_letter", message, job), now)
+                done = self._end(job, _failure("dead_letter", message, job), now)
+                obs.emit(obs.JOBS_DEAD_LETTERED)
+                return done
             except InvalidTransition:
                 job = self._store.get(job_id)
         return job
@@ -657,6 +676,7 @@ class WorkerService:
                 exit_code=result.exit_code,
             )
             announce(self._publisher, again)
+            obs.emit(obs.JOBS_RETRIED, command_set=a.contract.command_set)
             return again
         if a.log is None:
             done = self._store.finish(job, attempt=attempt, result=result, now=self._clock())
@@ -683,8 +703,21 @@ class WorkerService:
                 ),
             )
         logger.info("job finished", job_id=job.job_id, status=done.status.value, exit_code=done.exit_code)
+        self._measure(a, done)
         self._move_on(done)
         return done
+
+    @staticmethod
+    def _measure(a: _Attempt, done: Job) -> None:
+        """The attempt's end in metrics: its status, the command's run time and what the worker added
+        around it (claim to end, less the command: staging, uploads, records)."""
+        command_set = a.contract.command_set
+        obs.job_finished(done.status.value, command_set)
+        command_s = a.timing.command_s or 0.0
+        if a.timing.command_s is not None:
+            obs.seconds(obs.RUN_TIME, command_s, command_set=command_set)
+        overhead_s = time.monotonic() - a.timing.claimed - command_s
+        obs.seconds(obs.WORKER_OVERHEAD, overhead_s, command_set=command_set)
 
     def _recorded(self, job: Job, attempt: int, result: JobResult) -> JobResult:
         """The result as the job record keeps it: too many outputs go to a manifest, written first."""
@@ -730,6 +763,15 @@ class _Attempt:
     lease: Lease
     deadline: float  # time.monotonic() at which the Lambda invocation ends
     log: AttemptLog | None = None
+    timing: _Timing = field(default_factory=lambda: _Timing())
+
+
+@dataclass
+class _Timing:
+    """When the attempt was claimed (time.monotonic()) and how long its command ran, once it has."""
+
+    claimed: float = field(default_factory=time.monotonic)
+    command_s: float | None = None
 
 
 def _expected_outputs(job: Job, contract: CommandContract) -> int:

@@ -85,8 +85,18 @@ def get_status(job_id: str, jobs: JobsDep, tenant: TenantDep, services: Services
     return RunStatus.of(job, services.settings.websocket_url, declared=jobs.declared_outputs(job))
 
 
-@router.delete("/{job_id}", response_model=JobView, responses={404: _PROBLEMS[404], 409: _PROBLEMS[409]})
+@router.delete(
+    "/{job_id}",
+    response_model=JobView,
+    responses={
+        404: _PROBLEMS[404],
+        409: {**_PROBLEMS[409], "description": "The job has ended otherwise (succeeded, failed, timed out)"},
+    },
+)
 def cancel_job(job_id: str, jobs: JobsDep, tenant: TenantDep, services: ServicesDep) -> JobView:
+    """Cancel a job: a blocked or queued one ends `cancelled` at once; a running one is flagged, and its
+    worker kills the command within about a second. Cancelling a job that is already cancelled answers
+    it again (200), so a cancel may be sent again safely."""
     return job_view(jobs.cancel(tenant, job_id), jobs, services.settings.websocket_url)
 
 
