@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ulid import ULID
@@ -32,6 +32,9 @@ from jobgate.services.dispatch import dispatch
 from jobgate.services.events import Publisher, announce, ended_announced
 from jobgate.services.limits import JobAdmission
 from jobgate.services.registry import Invocation, Registry
+
+if TYPE_CHECKING:
+    from jobgate.services.jobs import Placement  # services.jobs imports this module's neighbours
 
 MAX_ITEMS = 10_000
 MAX_PARALLEL = 1000
@@ -474,7 +477,7 @@ class MapService:
         advancer: MapAdvancer,
         *,
         check_inputs: Callable[[str, Invocation], dict[str, InputObject]],
-        timeout_for: Callable[[int | None, Invocation], int],
+        timeout_for: Callable[[int | None, Invocation], Placement],
         admission: JobAdmission | None = None,
         blobs: BlobStore | None = None,
         ttl_s: int,
@@ -504,7 +507,7 @@ class MapService:
         now = self._clock()
         map_id = str(ULID())
         first = invocations[0][0]
-        timeout_s = self._timeout_for(request.timeout_s, first)
+        placement = self._timeout_for(request.timeout_s, first)  # every chunk runs the same command
         chunk_request = request.model_dump(mode="json", include={"stage", "command", "timeout_s"})
         chunks = [
             Job(
@@ -518,7 +521,8 @@ class MapService:
                 input_objects=objects,
                 upstream=dict(inv.jobs),
                 status=JobStatus.BLOCKED,
-                timeout_s=timeout_s,
+                timeout_s=placement.timeout_s,
+                runner=placement.runner,
                 request_hash=hashlib.sha256(
                     json.dumps({**chunk_request, "args": inv.args}, sort_keys=True).encode()
                 ).hexdigest(),
