@@ -96,9 +96,16 @@ def test_missing_input_file_fails_in_the_command(client: Client, tmp_path: Path)
 def test_sync_mode_returns_the_finished_job_in_one_call(
     client: Client, make_asset: Callable[..., str], npy_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Lambda would run the worker elsewhere while the API waits; here the wait itself drives it.
+    # Lambda would run the worker elsewhere while the API waits; here the wait itself drives it, on a
+    # thread of its own (a fresh context: not under the API request's deadline, as on Lambda).
     services = client.api._asgi.app.state.services
-    monkeypatch.setattr(services.jobs, "_sleep", lambda _s: client.run_worker())
+
+    def run_worker_elsewhere(_s: float) -> None:
+        worker = threading.Thread(target=client.run_worker)
+        worker.start()
+        worker.join()
+
+    monkeypatch.setattr(services.jobs, "_sleep", run_worker_elsewhere)
     answer = client.submit(heatmap(make_asset(npy_file, "application/x-npy"), mode="sync", wait_s=20))
     assert answer.status == 200, answer.body
     assert answer.json()["status"] == "succeeded"
