@@ -23,7 +23,7 @@ from ulid import ULID
 from tests.integration.conftest import API_KEY, Client
 from tests.integration.test_job_events import FakeConnections
 from tests.support.aws import Resources
-from tests.support.lambdas import FakeContext, load_handler
+from tests.support.lambdas import FakeContext, load_handler, pump
 
 SCHEMA = {
     "fields": [
@@ -187,6 +187,22 @@ def test_a_map_is_checked_whole_before_anything_is_written(
     assert too_many.status == 422, too_many.body
     assert store.active_records("map") == []
     assert client.call("GET", "/v1/jobs").json()["items"] == []
+
+
+def test_a_map_whose_chunks_all_succeeded_has_not_ended_before_its_merge(
+    client: Client, schema: Callable[[dict[str, Any]], str]
+) -> None:
+    body = synth_map(schema(SCHEMA), max_parallel=8, merge={"concat": "csv"})
+    map_id = client.call("POST", "/v1/maps", body=body).json()["map_id"]
+    assert pump(client.worker, client.resources.queue_url, max_batches=8) == 8  # the chunks, not the merge
+    view = counts(client, map_id)
+    assert view["counts"]["succeeded"] == 8
+    # No merged file yet: a client waiting for the map to end (jobgate map --wait) must wait on.
+    assert view["status"] == "running", view
+    assert view["merge"]["status"] == "queued"
+    assert client.run_worker() == 1
+    view = counts(client, map_id)
+    assert view["status"] == "succeeded" and view["merge"]["status"] == "succeeded", view
 
 
 def test_a_map_with_a_failed_chunk_merges_only_when_forced(

@@ -169,12 +169,21 @@ def count_chunks(chunks: Iterable[ChunkState | Job]) -> MapCounts:
     return counts
 
 
-def map_status(record: MapRecord, counts: MapCounts) -> MapStatus:
+def map_status(record: MapRecord, counts: MapCounts, merge: JobStatus | None = None) -> MapStatus:
+    """The map's status from its chunks' counts and, once they all succeeded, its merge's (`merge`:
+    None while the merge job is not written yet): a map that asks for a merge has not ended before its
+    merged file is there."""
     ended = counts.succeeded + counts.failed + counts.timed_out + counts.cancelled
     if record.cancelled:
         return "cancelled"
     if ended == record.count:
-        return "succeeded" if counts.succeeded == record.count else "failed"
+        if counts.succeeded != record.count:
+            return "failed"
+        if record.merge is None:
+            return "succeeded"
+        if merge is None or not merge.terminal:
+            return "running"
+        return "succeeded" if merge == JobStatus.SUCCEEDED else "failed"
     if record.paused:
         return "paused"
     return "running" if counts.running or ended else "queued"
@@ -710,7 +719,9 @@ class MapService:
 
     def pause(self, tenant: str, map_id: str) -> MapRecord:
         record = self.get(tenant, map_id)
-        status = map_status(record, count_chunks(self._maps.states(record).values()))
+        merge = self.merge_job(record)
+        counted = count_chunks(self._maps.states(record).values())
+        status = map_status(record, counted, merge.status if merge is not None else None)
         if status in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"Map '{map_id}' has ended ({status}); there is nothing to pause.")
         return self._maps.update(record, "SET #paused = :yes", "#cancelled = :no", yes=True, no=False)

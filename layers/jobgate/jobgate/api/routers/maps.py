@@ -96,7 +96,7 @@ def _view(service: MapService, record: MapRecord, *, created: bool = False) -> M
     return MapView(
         map_id=record.map_id,
         run_id=record.run_id,
-        status=map_status(record, counts),
+        status=map_status(record, counts, merge.status if merge is not None else None),
         stage=record.stage,
         command=record.command,
         over=record.over,
