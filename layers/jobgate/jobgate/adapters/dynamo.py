@@ -609,8 +609,19 @@ class JobStore:
         cond_values: dict[str, Any] = {"running": JobStatus.RUNNING.value, "a": attempt}
         if events is None:
             return self._terminal(job, result, now, condition=condition, cond_values=cond_values)
+        return self._terminal_with_events(job, result, now, condition, cond_values, events)
+
+    def _terminal_with_events(
+        self,
+        job: Job,
+        result: JobResult,
+        now: datetime,
+        condition: str,
+        cond_values: dict[str, Any],
+        events: EventCommit,
+    ) -> Job:
+        """The terminal write and `events` in one transaction, held on `condition` and the event counter."""
         conditions, event_values = _event_conditions(events)
-        fields = self._terminal_fields(job, result, now)
         mine = self._transact(
             job.job_id,
             _TERMINAL_UPDATE.replace(" REMOVE", ", event_seq = :last_seq REMOVE"),
@@ -625,7 +636,8 @@ class JobStore:
             events.items,
         )
         # A transaction answers nothing: the job as this write left it is the job as read, changed as
-        # written (the write held only while the job was this attempt's, so nothing else changed it).
+        # written (the write held only while the job was as the condition says, so nothing else changed it).
+        fields = self._terminal_fields(job, result, now)
         return job.model_copy(
             update={**fields, "event_seq": events.last_seq, "write_token": mine, "lease_until": None}
         )
@@ -954,26 +966,8 @@ class JobStore:
                 _TERMINAL_NAMES,
                 token=True,
             )
-        fields = self._terminal_fields(job, result, now)
-        events = announce(job.model_copy(update=fields))
-        conditions, event_values = _event_conditions(events)
-        mine = self._transact(
-            job.job_id,
-            _TERMINAL_UPDATE.replace(" REMOVE", ", event_seq = :last_seq REMOVE"),
-            condition + conditions,
-            {
-                **self._terminal_values(job, result, now),
-                **cond_values,
-                **event_values,
-                "last_seq": events.last_seq,
-            },
-            _TERMINAL_NAMES,
-            events.items,
-        )
-        # The write held only while the job was exactly as read: it is the job as read, changed as written.
-        return job.model_copy(
-            update={**fields, "event_seq": events.last_seq, "write_token": mine, "lease_until": None}
-        )
+        events = announce(job.model_copy(update=self._terminal_fields(job, result, now)))
+        return self._terminal_with_events(job, result, now, condition, cond_values, events)
 
     def cancel(
         self,
