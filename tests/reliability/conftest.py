@@ -28,14 +28,16 @@ from jobgate_local.testing import DevProcess, launch_dev
 
 ROOT = Path(__file__).resolve().parents[2]
 RELIABILITY_API_KEY = "reliability-test-key-0123456789abcdef"
-# The worker's lease is 30 s (JOBGATE_LEASE_S's default; the template does not change it). A message
-# must come back only after a dead worker's lease has run out: a redelivery that finds the lease still
-# live is acknowledged and dropped, and the local stack does not run the sweeper's schedule that would
-# re-send it. Lambda refuses an SQS event source whose queue's visibility timeout is below the
-# function's timeout (as the local stack does), so it is the worker's timeout: 60 s leaves 30 s between
-# the receive and the kill in test_worker_killed_mid_job_*.
+# A dead worker's job is handed on by the sweeper once its lease has run out and lost_after_s more have
+# passed; here in seconds rather than AWS's minutes (a 10 s lease, 5 s more, the sweeper every 5 s), so
+# the take-over tests wait about 20 s. SQS's own redelivery (after the visibility timeout) is the slower
+# path: Lambda refuses an SQS event source whose queue's visibility timeout is below the function's
+# timeout (as the local stack does), so it is the worker's timeout, 60 s.
+LEASE_S = 10
+LOST_AFTER_S = 5
+SWEEP_EVERY_S = 5
 VISIBILITY_TIMEOUT_S = 60
-WORKER_TIMEOUT_S = 60  # jobs may then ask for timeout_s up to 30 s
+WORKER_TIMEOUT_S = 60  # jobs may then ask for timeout_s up to 30 s on Lambda; longer ones run as tasks
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 PARTIAL_CHUNK = 9000  # past stdio's 8 KiB buffer, so zyra's output file gets it at once
 
@@ -49,6 +51,12 @@ def reliability_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevP
         str(WORKER_TIMEOUT_S),
         "--queue-visibility-timeout",
         str(VISIBILITY_TIMEOUT_S),
+        "--env",
+        f"JOBGATE_LEASE_S={LEASE_S}",
+        "--env",
+        f"JOBGATE_LOST_AFTER_S={LOST_AFTER_S}",
+        "--schedules-every",
+        str(SWEEP_EVERY_S),
     ]
     for param in ("RateLimitPerSecond=0", "MaxActiveJobsPerTenant=0", "EgressAllowList=127.0.0.0/8"):
         args += ["--param", param]

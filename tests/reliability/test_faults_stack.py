@@ -25,7 +25,10 @@ from jobgate_local.testing import DevProcess
 from ulid import ULID
 
 from tests.reliability.conftest import (
+    LEASE_S,
+    LOST_AFTER_S,
     PARTIAL_CHUNK,
+    SWEEP_EVERY_S,
     VISIBILITY_TIMEOUT_S,
     Origin,
     fetch,
@@ -36,6 +39,7 @@ from tests.reliability.conftest import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zyra]
+TWO_HOURS = 7200  # past the worker Lambda's budget: such a job runs as a container task
 
 
 def _client(stack: DevProcess, service: str) -> Any:
@@ -79,12 +83,43 @@ def killed_worker_job(api: httpx.Client, origin: Origin) -> tuple[str, str]:
     return job_id, path
 
 
+def _tasks_of(stack: DevProcess, job_id: str) -> list[dict[str, Any]]:
+    """The local ECS tasks started for a job (the emulated RunTask lists them with their pids)."""
+    tasks = httpx.get(f"{stack.aws_endpoint_url}/_jobgate/tasks", timeout=30).json()["tasks"]
+    return [t for t in tasks if t["environment"].get("JOBGATE_JOB_ID") == job_id]
+
+
+@pytest.fixture(scope="module")
+def killed_task_job(api: httpx.Client, reliability_stack: DevProcess, origin: Origin) -> tuple[str, str]:
+    """A job past the worker Lambda's budget, so it runs as a container task, whose task died mid-run
+    (its host lost: the process and its command SIGKILLed, with no time to say anything)."""
+    path = f"/slow/{uuid.uuid4().hex}"
+    body = fetch(origin, f"{path}?s=4", output="page.txt", timeout_s=TWO_HOURS)
+    submitted = api.post("/v1/jobs", json=body)
+    assert submitted.status_code == 202, submitted.text
+    job_id: str = submitted.json()["job_id"]
+    assert submitted.json()["runner"] == "container"
+    wait_for(lambda: origin.count(path) == 1, timeout=60, every=0.05)  # its command has begun its fetch
+    [task] = _tasks_of(reliability_stack, job_id)
+    assert task["status"] == "RUNNING"
+    os.killpg(task["pid"], signal.SIGKILL)
+    return job_id, path
+
+
 def test_worker_killed_mid_job_leaves_it_running_for_a_retry(
     api: httpx.Client, killed_worker_job: tuple[str, str]
 ) -> None:
     job_id, _ = killed_worker_job
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"]) == ("running", 1)
+
+
+def test_a_task_that_died_leaves_its_job_running_for_the_sweeper(
+    api: httpx.Client, killed_task_job: tuple[str, str]
+) -> None:
+    job_id, _ = killed_task_job
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["runner"], job["attempts"]) == ("running", "container", 1)
 
 
 def test_duplicate_delivery_runs_the_job_once(
@@ -195,10 +230,28 @@ def test_a_subscriber_that_vanishes_leaves_the_job_and_other_subscribers_alone(
 def test_worker_killed_mid_job_is_taken_over_and_finishes(
     api: httpx.Client, origin: Origin, killed_worker_job: tuple[str, str]
 ) -> None:
-    # Last in this module: the message comes back after the visibility timeout (the lease, 30 s, has
-    # run out by then) while the tests above run.
+    # Last in this module: the sweeper hands the job on once its lease has run out, while the tests above
+    # run (else SQS would, after the visibility timeout).
     job_id, path = killed_worker_job
     job = wait_terminal(api, job_id, timeout=VISIBILITY_TIMEOUT_S + 60)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), (job["error"], job["stderr"][-2000:])
     assert [o["name"] for o in job["outputs"]] == ["page.txt"]
     assert origin.count(path) == 2  # the first attempt's fetch, and the retry's
+
+
+def test_a_task_that_died_is_rescued_by_the_sweeper_and_finishes(
+    api: httpx.Client, reliability_stack: DevProcess, origin: Origin, killed_task_job: tuple[str, str]
+) -> None:
+    # Its lease runs out, lost_after_s more pass, the sweeper's next pass sends the job again, to the
+    # container runner's queue: a new task takes it over (nothing else would, the dispatcher having
+    # consumed its message when it started the first task).
+    job_id, path = killed_task_job
+    job = wait_terminal(api, job_id, timeout=LEASE_S + LOST_AFTER_S + SWEEP_EVERY_S + 60)
+    assert (job["status"], job["runner"], job["attempts"]) == ("succeeded", "container", 2), (
+        job["error"],
+        job["stderr"][-2000:],
+    )
+    assert [o["name"] for o in job["outputs"]] == ["page.txt"]
+    assert origin.count(path) == 2  # the dead task's fetch, and the new task's
+    wait_for(lambda: all(t["status"] == "STOPPED" for t in _tasks_of(reliability_stack, job_id)), timeout=15)
+    assert [t["exit_code"] for t in _tasks_of(reliability_stack, job_id)] == [-signal.SIGKILL, 0]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import tools
-from .components import Component
+from .components import Component, FunctionEnvironment
 from .containers import ContainerTasks
 from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a template parameter (repeatable)",
+    )
+    dev.add_argument(
+        "--env",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an environment variable of every function and container task, over the template's "
+        "(repeatable): JOBGATE_LEASE_S=5 makes a dead worker's job free for the sweeper in seconds",
+    )
+    dev.add_argument(
+        "--schedules-every",
+        type=_positive,
+        metavar="SECONDS",
+        help="run the template's schedules (the sweeper's) every SECONDS instead of at their rate",
     )
     dev.add_argument("--worker-timeout", type=int, metavar="SECONDS", help="sets WorkerTimeoutSeconds")
     dev.add_argument(
@@ -201,8 +216,9 @@ def dev_components(args: argparse.Namespace) -> list[Component]:
         HttpGatewayComponent(args.host, args.port, concurrency=args.api_concurrency),
         WebSocketGatewayComponent(args.host, args.ws_port, concurrency=args.ws_concurrency),
         SqsEventSources(args.workers),
-        ScheduleSources(),
-        ContainerTasks(),
+        ScheduleSources(every_s=args.schedules_every),
+        ContainerTasks(dict(args.env)),
+        FunctionEnvironment(dict(args.env)),
     ]
 
 

@@ -34,6 +34,10 @@ class ContainerTasks:
 
     name = "containers"
 
+    def __init__(self, environment: Mapping[str, str] | None = None) -> None:
+        # Set on top of the task definition's environment, as `jobgate dev --env` sets it on functions.
+        self._environment = dict(environment or {})
+
     def reserve(self) -> None:
         pass
 
@@ -101,6 +105,7 @@ class ContainerTasks:
         environment = {
             **{k: v for k, v in image_env.items() if k not in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME")},
             **{str(e["Name"]): str(e["Value"]) for e in container.get("Environment", [])},
+            **self._environment,
             **local_aws_environment(stack.endpoint_url, credentials),
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,

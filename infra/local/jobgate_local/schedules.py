@@ -7,7 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,12 +70,15 @@ def scheduled_event(rule: str, region: str) -> dict[str, Any]:
 
 
 class ScheduleSources:
-    """Component: every `rate(...)` schedule of the template, run on its period (first run after one)."""
+    """Component: every `rate(...)` schedule of the template, run on its period (first run after one),
+    or every `every_s` seconds when given (EventBridge's shortest rate is a minute; a test that waits
+    for the sweeper wants seconds)."""
 
     name = "schedules"
 
-    def __init__(self, *, region: str = "us-east-1") -> None:
+    def __init__(self, *, region: str = "us-east-1", every_s: float | None = None) -> None:
         self._region = region
+        self._every_s = every_s
         self._tasks: list[asyncio.Task[None]] = []
 
     def reserve(self) -> None:
@@ -93,6 +96,8 @@ class ScheduleSources:
 
     async def start(self, stack: RunningStack) -> None:
         for schedule in schedules(stack.template):
+            if self._every_s is not None:
+                schedule = replace(schedule, every_s=self._every_s)
             self._tasks.append(asyncio.create_task(self._run(stack, schedule)))
             logger.info("%s <- schedule %s (every %d s)", schedule.function, schedule.rule, schedule.every_s)
 
