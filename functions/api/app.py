@@ -14,7 +14,10 @@ from jobgate.wiring import ApiServices
 from mangum import Mangum
 
 # Built once per cold start; the API carries the command contracts as a manifest, not the CLI.
-_asgi = Mangum(create_app(ApiServices(load_settings(), load_manifest_registry())), lifespan="off")
+_settings = load_settings()
+_asgi = Mangum(
+    create_app(ApiServices(_settings, load_manifest_registry(_settings.manifest_dirs))), lifespan="off"
+)
 
 
 # A job's own routes name it in their path: /v1/jobs/<ULID>[/...].

@@ -78,3 +78,18 @@ def test_loading_the_manifest_registry_imports_no_zyra() -> None:
     result = json.loads(out.stdout)
     assert result["heavy"] == []
     assert "heatmap" in result["stages"]["visualize"]
+
+
+def test_the_api_reads_the_operators_manifests_after_its_own(tmp_path: Path) -> None:
+    from tests.support.commands import Keyed
+
+    manifest.export(tmp_path, [Keyed()])
+    synth = json.loads((manifest.MANIFEST_DIR / "synth.json").read_text())
+    synth["contracts"] = [c for c in synth["contracts"] if c["command"] == "validate"]
+    (tmp_path / "synth.json").write_text(manifest.render(synth))  # replaces the shipped one
+
+    shipped, extended = manifest.load_manifest_registry(), manifest.load_manifest_registry([str(tmp_path)])
+    assert extended.get("keyed", "fetch").secrets == ["DATA_TOKEN", "SHARED_KEY"]
+    assert extended.get("visualize", "heatmap") == shipped.get("visualize", "heatmap")
+    assert shipped.get("synth", "generate").command == "generate"
+    assert [c.command for c in extended.contracts() if c.command_set == "synth"] == ["validate"]

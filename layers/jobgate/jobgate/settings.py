@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated; empty: no CORS headers
     cors_allow_credentials: bool = False
 
+    # Comma-separated folders of command-set manifests the API reads after the ones it ships with (a
+    # command set of the operator's own, its manifest in a layer of its own); a file named as a shipped
+    # one replaces it. The worker imports the sets themselves (the `jobgate.command_sets` entry points).
+    manifest_dirs: Annotated[tuple[str, ...], NoDecode] = ()
+
     # -- secrets for commands (docs/security.md) --------------------------------------------------
     # `NAME=arn,...`: each secret name a command set declares -> the ARN of a Secrets Manager secret
     # or an SSM parameter holding its value. A job whose command needs a name not mapped is a 422.
@@ -115,6 +120,7 @@ class Settings(BaseSettings):
         "s3_input_buckets",
         "container_subnets",
         "container_security_groups",
+        "manifest_dirs",
         mode="before",
     )
     @classmethod

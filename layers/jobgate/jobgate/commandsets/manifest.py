@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +117,18 @@ def _by_key(items: list[dict[str, Any]]) -> dict[str, Any]:
     return keyed
 
 
-def load_manifest_registry() -> Registry:
-    """The registry from the shipped manifests only: no command set is imported or runnable."""
+def load_manifest_registry(extra_dirs: Sequence[str] = ()) -> Registry:
+    """The registry from the shipped manifests, then those in `extra_dirs` (Settings.manifest_dirs; a
+    file named as an earlier one replaces it): no command set is imported or runnable."""
+    documents: dict[str, Any] = {}
+    folders: list[Traversable] = [files("jobgate").joinpath("manifests"), *(Path(d) for d in extra_dirs)]
+    for folder in folders:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                documents[entry.name] = json.loads(entry.read_text(encoding="utf-8"))
     contracts: list[CommandContract] = []
     aliases: dict[str, str] = {}
-    folder = files("jobgate").joinpath("manifests")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".json"):
-            continue
-        document = json.loads(entry.read_text(encoding="utf-8"))
+    for document in documents.values():
         contracts.extend(CommandContract.model_validate(c) for c in document["contracts"])
         aliases.update(document.get("stage_aliases", {}))
     return Registry(contracts, None, aliases)
