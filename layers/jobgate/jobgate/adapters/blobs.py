@@ -185,10 +185,8 @@ class BlobStore:
         """The origins (scheme://host[:port]) of this bucket's presigned URLs, uploads' and downloads'
         (boto3 may spell the two differently): what a page's Content-Security-Policy must allow. Signing
         is local: no call is made."""
-        urls = [
-            self.presign_post("origin-probe", media_type="application/octet-stream", size=1, expires_s=60)["url"],
-            self.presign_get("origin-probe", expires_s=60),
-        ]
+        post = self.presign_post("origin-probe", media_type="application/octet-stream", size=1, expires_s=60)
+        urls = [post["url"], self.presign_get("origin-probe", expires_s=60)]
         origins = []
         for url in urls:
             parts = urlsplit(url)

@@ -12,6 +12,15 @@ const PAGE_SIZE = 20;
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 let leave = () => {}; // what the page shown must stop (a WebSocket, a poll) when another is shown
+let navigation = 0; // which route is current: a page whose answers arrive after the next route draws nothing
+
+// Awaits an API answer for the page of route `token`; throws Stale once another route is current.
+class Stale extends Error {}
+async function still(token, promise) {
+  const value = await promise;
+  if (token !== navigation) throw new Stale();
+  return value;
+}
 
 function show(title, ...nodes) {
   leave();
@@ -60,7 +69,7 @@ function keyPage(message) {
 
 // -- jobs ------------------------------------------------------------------------------------------
 
-async function jobsPage(query) {
+async function jobsPage(query, token) {
   const q = params(query);
   const status = q.get("status") || "";
   const cursor = q.get("cursor") || "";
@@ -81,9 +90,9 @@ async function jobsPage(query) {
   if (cursor) search.set("cursor", cursor);
   let page;
   try {
-    page = await api(`/v1/jobs?${search}`);
+    page = await still(token, api(`/v1/jobs?${search}`));
   } catch (error) {
-    return failed(error, filter);
+    return failed(token, error, filter);
   }
   const rows = page.items.map((job) =>
     el("tr", {},
@@ -115,7 +124,8 @@ async function jobsPage(query) {
   announce(`${page.items.length} jobs shown.`);
 }
 
-function failed(error, ...before) {
+function failed(token, error, ...before) {
+  if (error instanceof Stale || token !== navigation) return undefined;
   if (error instanceof ApiError && error.status === 401) {
     forgetKey();
     return keyPage("The API key was refused; enter it again.");
@@ -123,13 +133,13 @@ function failed(error, ...before) {
   main.replaceChildren(main.firstChild, ...before, errorBox(error));
 }
 
-async function jobPage(jobId) {
+async function jobPage(jobId, token) {
   show(`Job ${jobId}`, el("p", { text: "Loading…", class: "muted" }));
   let job;
   try {
-    job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    job = await still(token, api(`/v1/jobs/${encodeURIComponent(jobId)}`));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   const status = el("span", { id: "job-status", role: "status" }, statusBadge(job.status));
   const progress = el("progress", { id: "job-progress", max: "1", value: String(job.progress) });
@@ -148,7 +158,7 @@ async function jobPage(jobId) {
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
     try {
-      await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+      await still(token, api(`/v1/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" }));
       announce("Cancel requested.");
     } catch (err) {
       error.replaceChildren(errorBox(err));
@@ -180,7 +190,7 @@ async function jobPage(jobId) {
     cancel.hidden = true;
     transport.textContent = followedOver ? `ended (followed live over ${followedOver})` : "ended";
     try {
-      job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+      job = await still(token, api(`/v1/jobs/${encodeURIComponent(jobId)}`));
       status.replaceChildren(statusBadge(job.status));
       showRecord(job);
       await renderOutputs(job, outputs);
@@ -244,13 +254,13 @@ async function jobPage(jobId) {
 
 // -- a new job -------------------------------------------------------------------------------------
 
-async function commandsPage() {
+async function commandsPage(token) {
   show("New job", el("p", { text: "Loading the commands…", class: "muted" }));
   let list;
   try {
-    list = await api("/v1/commands");
+    list = await still(token, api("/v1/commands"));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   const byStage = new Map();
   for (const item of list.items) {
@@ -266,14 +276,14 @@ async function commandsPage() {
   show("New job", el("p", { text: "Choose a command; its form is built from its contract." }), ...sections);
 }
 
-async function submitPage(stage, command) {
+async function submitPage(stage, command, token) {
   const title = `New job: ${stage} ${command}`;
   show(title, el("p", { text: "Loading the contract…", class: "muted" }));
   let contract;
   try {
-    contract = await api(`/v1/commands/${encodeURIComponent(stage)}/${encodeURIComponent(command)}`);
+    contract = await still(token, api(`/v1/commands/${encodeURIComponent(stage)}/${encodeURIComponent(command)}`));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   const submit = el("button", { type: "submit", class: "primary", text: "Submit job" });
   const progress = el("div", { id: "submit-status", "aria-live": "polite" });
@@ -287,7 +297,7 @@ async function submitPage(stage, command) {
         progress.textContent = `Uploading ${file.name}…`;
       });
       progress.textContent = "Submitting…";
-      const job = await api("/v1/jobs", { method: "POST", body: { stage, command, args } });
+      const job = await still(token, api("/v1/jobs", { method: "POST", body: { stage, command, args } }));
       announce(`Job ${job.job_id} submitted.`);
       location.hash = `#/jobs/${job.job_id}`;
     } catch (error) {
@@ -310,14 +320,14 @@ function jobRows(items) {
       el("td", {}, statusBadge(job.status))))));
 }
 
-async function pipelinesPage(query) {
+async function pipelinesPage(query, token) {
   show("Pipelines", el("p", { text: "Loading…", class: "muted" }));
   const cursor = params(query).get("cursor");
   let page;
   try {
-    page = await api(`/v1/pipelines?limit=${PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    page = await still(token, api(`/v1/pipelines?limit=${PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   const rows = page.items.map((p) => el("tr", {},
     el("td", {}, el("a", { href: `#/pipelines/${p.pipeline_id}` }, el("code", { text: p.pipeline_id }))),
@@ -331,13 +341,13 @@ async function pipelinesPage(query) {
   show("Pipelines", body, next);
 }
 
-async function pipelinePage(id) {
+async function pipelinePage(id, token) {
   show(`Pipeline ${id}`, el("p", { text: "Loading…", class: "muted" }));
   let p;
   try {
-    p = await api(`/v1/pipelines/${encodeURIComponent(id)}`);
+    p = await still(token, api(`/v1/pipelines/${encodeURIComponent(id)}`));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   show(`Pipeline ${id}`,
     facts([["Status", statusBadge(p.status)], ["Progress", `${Math.round(p.progress * 100)} %`], ["Created", when(p.created_at)]]),
@@ -356,15 +366,15 @@ function mapsPage() {
   show("Maps", el("p", { text: "A map runs one command over many chunks (POST /v1/maps, or `jobgate map`). Open one by its id." }), form);
 }
 
-async function mapPage(id) {
+async function mapPage(id, token) {
   show(`Map ${id}`, el("p", { text: "Loading…", class: "muted" }));
   let m;
   let chunks;
   try {
-    m = await api(`/v1/maps/${encodeURIComponent(id)}`);
-    chunks = await api(`/v1/maps/${encodeURIComponent(id)}/chunks?limit=${PAGE_SIZE}`);
+    m = await still(token, api(`/v1/maps/${encodeURIComponent(id)}`));
+    chunks = await still(token, api(`/v1/maps/${encodeURIComponent(id)}/chunks?limit=${PAGE_SIZE}`));
   } catch (error) {
-    return failed(error);
+    return failed(token, error);
   }
   show(`Map ${id}`,
     facts([
@@ -382,6 +392,8 @@ async function mapPage(id) {
 // -- the router ------------------------------------------------------------------------------------
 
 function route() {
+  navigation += 1;
+  const token = navigation;
   if (!apiKey()) return keyPage();
   nav.hidden = false;
   const [path, query] = location.hash.replace(/^#/, "").split("?");
@@ -391,14 +403,14 @@ function route() {
     if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  if (parts[0] === "jobs" && parts[1]) return jobPage(parts[1]);
-  if (parts[0] === "new" && parts[2]) return submitPage(parts[1], parts[2]);
-  if (parts[0] === "new") return commandsPage();
-  if (parts[0] === "pipelines" && parts[1]) return pipelinePage(parts[1]);
-  if (parts[0] === "pipelines") return pipelinesPage(query);
-  if (parts[0] === "maps" && parts[1]) return mapPage(parts[1]);
+  if (parts[0] === "jobs" && parts[1]) return jobPage(parts[1], token);
+  if (parts[0] === "new" && parts[2]) return submitPage(parts[1], parts[2], token);
+  if (parts[0] === "new") return commandsPage(token);
+  if (parts[0] === "pipelines" && parts[1]) return pipelinePage(parts[1], token);
+  if (parts[0] === "pipelines") return pipelinesPage(query, token);
+  if (parts[0] === "maps" && parts[1]) return mapPage(parts[1], token);
   if (parts[0] === "maps") return mapsPage();
-  return jobsPage(query);
+  return jobsPage(query, token);
 }
 
 document.getElementById("sign-out").addEventListener("click", () => {

@@ -1,4 +1,4 @@
-// Small DOM helpers: elements built with textContent (never innerHTML), so no job's text becomes markup.
+// Small DOM helpers: elements built with textContent and text nodes, so no job's text becomes markup.
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
