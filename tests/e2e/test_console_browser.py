@@ -5,6 +5,7 @@ WebSocket to succeeded, and see the picture it drew. Screenshots go to artifacts
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from jobgate_local.testing import DevProcess
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, WebSocketRoute, expect, sync_playwright
 
 from tests.e2e.conftest import ROOT
 
@@ -22,6 +23,13 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts" / "console"
+SCHEMA = {
+    "fields": [
+        {"name": "id", "type": "int", "unique": True, "min": 1, "max": 100_000_000},
+        {"name": "who", "type": "name"},
+        {"name": "score", "type": "float", "min": 0, "max": 100},
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,28 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture
+def problems(page: Page) -> list[str]:
+    """What the page logged as an error or a warning, and what it threw: none is expected."""
+    logged: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            logged.append(f"{message.type}: {message.text}")
+
+    page.on("console", note)
+    page.on("pageerror", lambda error: logged.append(f"uncaught: {error}"))
+    return logged
+
+
+def sign_in(page: Page, stack: DevProcess) -> None:
+    key = page.get_by_role("textbox", name="API key")
+    expect(key).to_be_focused()
+    key.fill(stack.api_key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+
+
+@pytest.fixture
 def field(tmp_path: Path) -> Path:
     y, x = np.mgrid[0:40, 0:80]
     path = tmp_path / "field.npy"
@@ -51,19 +81,10 @@ def field(tmp_path: Path) -> Path:
 
 
 def test_a_heatmap_from_the_form_runs_live_to_its_picture(
-    local_stack: DevProcess, page: Page, field: Path
+    local_stack: DevProcess, page: Page, field: Path, problems: list[str]
 ) -> None:
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-
-    def note(message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            problems.append(f"{message.type}: {message.text}")
-
-    page.on("console", note)
-    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
-
     answer = page.goto(f"{local_stack.http_url}/console")
     assert answer is not None and answer.ok
     policy = answer.headers["content-security-policy"]
@@ -72,11 +93,7 @@ def test_a_heatmap_from_the_form_runs_live_to_its_picture(
     connect = next(d for d in policy.split(";") if d.strip().startswith("connect-src")).split()
     assert ws_origin in connect and local_stack.aws_endpoint_url in connect
 
-    key = page.get_by_role("textbox", name="API key")
-    expect(key).to_be_focused()
-    key.fill(local_stack.api_key)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    sign_in(page, local_stack)
     expect(page.get_by_role("navigation", name="Console")).to_be_visible()
 
     page.get_by_role("link", name="New job").click()
@@ -113,4 +130,48 @@ def test_a_heatmap_from_the_form_runs_live_to_its_picture(
     page.screenshot(path=ARTIFACTS / "3-jobs.png")
 
     assert problems == []
+    assert time.monotonic() - started < 30
+
+
+def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_csv(
+    local_stack: DevProcess, page: Page, tmp_path: Path, problems: list[str]
+) -> None:
+    """The WebSocket answers nothing and closes (a proxy that drops it): the page goes on with the long
+    poll to the end; the job's CSV, larger than the preview reads, shows its first rows."""
+    started = time.monotonic()
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    closed: list[str] = []
+
+    def refuse(socket: WebSocketRoute) -> None:
+        closed.append(socket.url)
+        socket.close()
+
+    page.route_web_socket(re.compile(r"^ws://"), refuse)
+    page.goto(f"{local_stack.http_url}/console")
+    sign_in(page, local_stack)
+    page.goto(f"{local_stack.http_url}/console#/new/synth/generate")
+    page.get_by_label("--schema (required)", exact=True).set_input_files(schema)
+    page.get_by_label("--rows (required)", exact=True).fill("20000")
+    page.get_by_label("--output (required)", exact=True).fill("rows.csv")
+    page.get_by_role("button", name="Submit job").click()
+
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#job-transport")).to_have_text("ended (followed live over long poll)")
+    assert closed, "the page never tried the WebSocket"
+    preview = page.get_by_role("table", name=re.compile("^Preview of rows.csv"))
+    expect(preview).to_be_visible()
+    expect(preview.locator("thead th")).to_have_text(["id", "who", "score"])
+    expect(preview.locator("tbody tr")).to_have_count(20)
+    page.screenshot(path=ARTIFACTS / "4-csv.png", full_page=True)
+
+    page.get_by_role("link", name="Pipelines").click()
+    expect(page.get_by_role("heading", name="Pipelines")).to_be_visible()
+    page.get_by_role("link", name="Maps").click()
+    page.get_by_label("Map id").fill("no-such-map")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("Not found — No map 'no-such-map'.")
+
+    # The one error: chromium's own line for the map that is not there.
+    assert [p for p in problems if "status of 404" not in p] == [], problems
     assert time.monotonic() - started < 30

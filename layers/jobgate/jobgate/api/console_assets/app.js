@@ -248,6 +248,10 @@ async function jobPage(jobId, token) {
       }
     },
     onEnd: ended,
+    onFail: (err) => {
+      transport.textContent = "stopped";
+      error.replaceChildren(errorBox(err));
+    },
   });
   leave = () => watcher.stop();
 }

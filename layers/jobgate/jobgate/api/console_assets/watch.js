@@ -2,12 +2,12 @@
 // client does (subscribe with after_seq, a snapshot first, each event once in seq order); without a
 // WebSocket, or when it fails, the same events by the HTTP long poll GET /v1/jobs/{id}/events.
 
-import { api, apiKey, TERMINAL } from "./api.js";
+import { api, ApiError, apiKey, TERMINAL } from "./api.js";
 
 const POLL_WAIT_S = 20;
 const RETRY_MS = 2000;
 
-export function follow(job, { onEvent, onTransport, onEnd }) {
+export function follow(job, { onEvent, onTransport, onEnd, onFail }) {
   let lastSeq = 0;
   let stopped = false;
   let socket = null;
@@ -46,7 +46,12 @@ export function follow(job, { onEvent, onTransport, onEnd }) {
           onEnd();
         }
       } catch (error) {
-        console.warn("jobgate: events poll failed, retrying", error);
+        // A refusal (the key, the job gone) is final; a throttle, a 5xx or the network is retried.
+        if (error instanceof ApiError && error.status >= 400 && error.status < 500 && error.status !== 429) {
+          stopped = true;
+          onFail(error);
+          return;
+        }
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
     }
@@ -74,8 +79,7 @@ export function follow(job, { onEvent, onTransport, onEnd }) {
       // The job as it is now; its events from after_seq follow, so its seq is not the last one seen.
       onEvent(event);
     } else if (event.type === "error") {
-      console.warn("jobgate: WebSocket error answer", event);
-      socket.close();
+      socket.close(); // the long poll answers the same question, with the API's own error if any
     } else if (event.job_id === job.job_id) {
       handle(event);
     }
