@@ -85,7 +85,7 @@ def test_a_heatmap_from_the_form_runs_live_to_its_picture(
 ) -> None:
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    answer = page.goto(f"{local_stack.http_url}/console")
+    answer = page.goto(local_stack.state["console_url"])  # as `make dev` prints it
     assert answer is not None and answer.ok
     policy = answer.headers["content-security-policy"]
     assert "script-src 'self';" in policy and "default-src 'none'" in policy
