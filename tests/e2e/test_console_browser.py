@@ -149,7 +149,20 @@ def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_cs
 
     page.route_web_socket(re.compile(r"^ws://"), refuse)
     page.goto(f"{local_stack.http_url}/console")
+    key = page.get_by_role("textbox", name="API key")
+    key.fill("not-a-key-of-this-stack")
+    key.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("That key is not valid.")
+    expect(key).to_be_focused()
+    key.fill("")
     sign_in(page, local_stack)
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the page's content.
+    page.reload()
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("main")).to_be_focused()
     page.goto(f"{local_stack.http_url}/console#/new/synth/generate")
     page.get_by_label("--schema (required)", exact=True).set_input_files(schema)
     page.get_by_label("--rows (required)", exact=True).fill("20000")
@@ -172,6 +185,6 @@ def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_cs
     page.keyboard.press("Enter")
     expect(page.get_by_role("alert")).to_have_text("Not found — No map 'no-such-map'.")
 
-    # The one error: chromium's own line for the map that is not there.
-    assert [p for p in problems if "status of 404" not in p] == [], problems
+    # The errors expected: chromium's own lines for the key refused and the map that is not there.
+    assert [p for p in problems if "status of 401" not in p and "status of 404" not in p] == [], problems
     assert time.monotonic() - started < 30

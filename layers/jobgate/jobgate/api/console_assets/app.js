@@ -27,7 +27,9 @@ function show(title, ...nodes) {
   leave = () => {};
   main.replaceChildren(el("h1", { text: title }), ...nodes);
   document.title = `${title} · jobgate console`;
-  main.focus();
+  // A new route moves focus to its content, as a page load would reset it; the first page leaves focus
+  // where the browser put it, so the first Tab still reaches the skip link.
+  if (navigation > 1) main.focus();
 }
 
 function params(query) {
