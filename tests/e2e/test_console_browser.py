@@ -178,6 +178,14 @@ def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_cs
     expect(preview.locator("tbody tr")).to_have_count(20)
     page.screenshot(path=ARTIFACTS / "4-csv.png", full_page=True)
 
+    page.get_by_role("link", name="Uploads").click()
+    expect(page.get_by_role("table", name="Uploaded files, newest first")).to_contain_text("schema.json")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n")
+    page.get_by_label("File", exact=True).set_input_files(notes)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_contain_text(re.compile(r"Uploaded notes.csv: asset://\w{26}"))
+
     page.get_by_role("link", name="Pipelines").click()
     expect(page.get_by_role("heading", name="Pipelines")).to_be_visible()
     page.get_by_role("link", name="Maps").click()

@@ -1,8 +1,8 @@
 // The jobgate console: a hash-routed page over the API. #/jobs, #/jobs/{id}, #/new, #/new/{stage}/{command},
-// #/pipelines, #/pipelines/{id}, #/maps, #/maps/{id}. The API key is asked for first, kept in sessionStorage.
+// #/uploads, #/pipelines, #/pipelines/{id}, #/maps, #/maps/{id}. The API key is asked for first, kept in sessionStorage.
 
-import { api, apiKey, ApiError, forgetKey, rememberKey, TERMINAL } from "./api.js";
-import { announce, el, errorBox, facts, statusBadge, when } from "./dom.js";
+import { api, apiKey, ApiError, forgetKey, rememberKey, TERMINAL, upload } from "./api.js";
+import { announce, bytes, el, errorBox, facts, statusBadge, when } from "./dom.js";
 import { collectArgs, contractFields } from "./form.js";
 import { renderOutputs } from "./outputs.js";
 import { follow } from "./watch.js";
@@ -314,6 +314,54 @@ async function submitPage(stage, command, token) {
   show(title, el("p", { id: "contract-summary", text: contract.summary || "" }), form);
 }
 
+// -- uploads ---------------------------------------------------------------------------------------
+
+async function uploadsPage(query, token) {
+  const cursor = params(query).get("cursor");
+  const file = el("input", { type: "file", id: "upload-file", name: "file", required: true, "aria-describedby": "upload-hint" });
+  const done = el("div", { id: "upload-status", "aria-live": "polite" });
+  const form = el("form", { class: "fields", "aria-label": "Upload a file" },
+    el("div", { class: "field" },
+      el("label", { for: "upload-file", text: "File" }),
+      el("span", { class: "hint", id: "upload-hint", text: "Sent straight to S3; a job names it as asset://<id>." }),
+      file),
+    done,
+    el("div", {}, el("button", { type: "submit", class: "primary", text: "Upload" })));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const picked = file.files[0];
+    done.textContent = `Uploading ${picked.name}…`;
+    try {
+      const assetId = await upload(picked);
+      done.replaceChildren(el("p", {}, `Uploaded ${picked.name}: `, el("code", { text: `asset://${assetId}` })));
+      announce(`Uploaded ${picked.name}.`);
+    } catch (error) {
+      done.replaceChildren(errorBox(error));
+    }
+  });
+  show("Uploads", form, el("p", { text: "Loading…", class: "muted" }));
+  let page;
+  try {
+    page = await still(token, api(`/v1/assets?limit=${PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`));
+  } catch (error) {
+    return failed(token, error, form);
+  }
+  const rows = page.items.map((a) => el("tr", {},
+    el("td", {}, el("code", { text: `asset://${a.asset_id}` })),
+    el("td", { text: a.filename }),
+    el("td", { text: `${a.media_type}, ${bytes(a.size)}` }),
+    el("td", {}, statusBadge(a.status)),
+    el("td", { text: when(a.created_at) })));
+  const table = page.items.length
+    ? el("table", {},
+      el("caption", { text: "Uploaded files, newest first" }),
+      el("thead", {}, el("tr", {}, ["Reference", "File", "Type", "Status", "Uploaded"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows))
+    : el("p", { text: "Nothing uploaded yet." });
+  const next = page.next_cursor ? el("nav", { class: "pager", "aria-label": "Pages of uploads" }, el("a", { href: `#/uploads?cursor=${encodeURIComponent(page.next_cursor)}`, text: "Next page" })) : "";
+  show("Uploads", form, el("h2", { text: "Files" }), table, next);
+}
+
 // -- pipelines and maps (read-only) ------------------------------------------------------------------
 
 function jobRows(items) {
@@ -412,6 +460,7 @@ function route() {
   if (parts[0] === "jobs" && parts[1]) return jobPage(parts[1], token);
   if (parts[0] === "new" && parts[2]) return submitPage(parts[1], parts[2], token);
   if (parts[0] === "new") return commandsPage(token);
+  if (parts[0] === "uploads") return uploadsPage(query, token);
   if (parts[0] === "pipelines" && parts[1]) return pipelinePage(parts[1], token);
   if (parts[0] === "pipelines") return pipelinesPage(query, token);
   if (parts[0] === "maps" && parts[1]) return mapPage(parts[1], token);
