@@ -20,6 +20,10 @@ fmt  # unused variable (layers/jobgate/jobgate/adapters/aws.py:87)
 model_config  # unused variable (layers/jobgate/jobgate/admin_cli.py:29)
 swagger_ui  # unused function (layers/jobgate/jobgate/api/docs.py:24)
 redoc  # unused function (layers/jobgate/jobgate/api/docs.py:36)
+console_page  # unused function (layers/jobgate/jobgate/api/console.py:65)
+console_asset  # unused function (layers/jobgate/jobgate/api/console.py:73)
+_.handle_starttag  # unused method (tests/unit/test_console.py:98): HTMLParser calls it
+_.handle_data  # unused method (tests/unit/test_console.py:104): HTMLParser calls it
 list_commands  # unused function (layers/jobgate/jobgate/api/routers/commands.py:14)
 get_command  # unused function (layers/jobgate/jobgate/api/routers/commands.py:29)
 submit_job  # unused function (layers/jobgate/jobgate/api/routers/jobs.py:23)

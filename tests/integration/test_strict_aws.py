@@ -365,6 +365,8 @@ def test_a_presigned_post_breaking_its_policy_is_refused_as_s3_refuses_it(
 
 
 def test_a_browsers_cors_preflight_needs_no_signature(aws: StrictAws, resources: Resources) -> None:
+    rule = {"AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["POST"]}
+    boto3.client("s3").put_bucket_cors(Bucket=resources.bucket_name, CORSConfiguration={"CORSRules": [rule]})
     preflight = httpx.options(
         f"{aws.endpoint_url}/{resources.bucket_name}",
         headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},

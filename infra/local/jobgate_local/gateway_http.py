@@ -511,4 +511,4 @@ class HttpGatewayComponent:
     def urls(self) -> Mapping[str, str]:
         if not self._routes:
             return {}
-        return {"http_url": self.url, "docs_url": f"{self.url}/docs"}
+        return {"http_url": self.url, "docs_url": f"{self.url}/docs", "console_url": f"{self.url}/console"}

@@ -100,6 +100,9 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # moto's server answers every request with `Access-Control-Allow-Origin: *`; S3 answers browsers
+    # from the bucket's CORS rules, as the strict layer does (strict/s3_cors.py). Read at moto's import.
+    os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,

@@ -275,11 +275,15 @@ class DevStack:
     def banner(self) -> str:
         assert self.provisioned is not None and self.template is not None
         urls = self.urls()
-        rows = [("HTTP API", urls.get("http_url")), ("API docs", urls.get("docs_url"))]
+        rows = [
+            ("HTTP API", urls.get("http_url")),
+            ("API docs", urls.get("docs_url")),
+            ("console", urls.get("console_url")),
+        ]
         rows += [
             (name.removesuffix("_url").replace("_", " "), url)
             for name, url in urls.items()
-            if name not in ("http_url", "docs_url")
+            if name not in ("http_url", "docs_url", "console_url")
         ]
         rows.append(("AWS (moto)", self.provisioned.endpoint_url))
         faults = self.options.faults

@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 from werkzeug.datastructures import Headers
 
+from . import s3_cors
 from .actions import Call, classify, guess_service, object_arn, protocol_of
 from .errors import (
     AwsError,
@@ -101,18 +102,17 @@ class StrictLayer:
         path = str(environ.get("PATH_INFO", ""))
         if path.startswith(_ADMIN_PREFIX):
             return self._admin(environ, start_response)
-        # CORS preflights carry no credentials, on AWS too: S3 answers them from the bucket's CORS rules.
-        if (
-            path.startswith("/moto-api")
-            or path == "/favicon.ico"
-            or environ.get("REQUEST_METHOD") == "OPTIONS"
-        ):
+        if environ.get("REQUEST_METHOD") == "OPTIONS":
+            return self._options(environ, start_response)
+        if path.startswith("/moto-api") or path == "/favicon.ico":
             return self._app(environ, start_response)
         request = StrictRequest.read(environ)
         try:
             checked = self.check(request)
         except Refusal as refusal:
             logger.warning("%s %s refused: %s", request.method, request.path, refusal.error)
+            if refusal.service == "s3":  # S3's errors carry CORS headers too: a page can read them
+                start_response = _with_s3_cors(environ, start_response)
             return _answer(
                 start_response, render(refusal.error, refusal.protocol, refusal.service), request.method
             )
@@ -123,9 +123,28 @@ class StrictLayer:
         if fault is None:
             if call.service == "ecs" and self.tasks.handles(call.operation):
                 return self._answer_tasks(call, request, start_response)
+            if call.service == "s3":
+                return self._app(environ, _with_s3_cors(environ, start_response))
             return self._app(environ, start_response)
         logger.info("fault %s on %s %s for %s", fault, call.service, call.operation, checked.principal.arn)
         return self._inject(fault, call, request, start_response)
+
+    def _options(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """CORS preflights carry no credentials, on AWS too: S3 answers them from the bucket's CORS
+        rules (s3_cors); an OPTIONS for anything but a bucket goes to moto."""
+        rules = s3_cors.bucket_rules(str(environ.get("PATH_INFO", "")))
+        if rules is None:
+            return self._app(environ, start_response)
+        allowed = s3_cors.preflight(
+            rules,
+            environ.get("HTTP_ORIGIN"),
+            environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+            environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
+        )
+        if allowed is None:
+            return _answer(start_response, render(s3_cors.REFUSED, Protocol.S3, "s3"), "OPTIONS")
+        start_response("200 OK", [*allowed.items(), ("Content-Length", "0")])
+        return [b""]
 
     # -- the checks ------------------------------------------------------------------------------
 
@@ -369,6 +388,17 @@ def _reset_services(services: list[str]) -> None:
     for service in services:
         for account_backend in get_backend(service).values():  # type: ignore[call-overload]
             account_backend.reset()
+
+
+def _with_s3_cors(environ: dict[str, Any], start_response: StartResponse) -> StartResponse:
+    """start_response for an S3 answer: its CORS headers from the bucket's rules, as S3 sets them."""
+    rules = s3_cors.bucket_rules(str(environ.get("PATH_INFO", ""))) or []
+    cors = s3_cors.actual(rules, environ.get("HTTP_ORIGIN"), str(environ.get("REQUEST_METHOD", "GET")))
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*s3_cors.without_cors(headers), *cors.items()], exc_info)
+
+    return start
 
 
 def _answer(start_response: StartResponse, answer: WireAnswer, method: str) -> list[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -179,6 +180,20 @@ class BlobStore:
             return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
         except (ClientError, BotoCoreError) as exc:
             raise BlobError(f"Could not sign {key}: {exc}") from exc
+
+    def url_origins(self) -> list[str]:
+        """The origins (scheme://host[:port]) of this bucket's presigned URLs, uploads' and downloads'
+        (boto3 may spell the two differently): what a page's Content-Security-Policy must allow. Signing
+        is local: no call is made."""
+        post = self.presign_post("origin-probe", media_type="application/octet-stream", size=1, expires_s=60)
+        urls = [post["url"], self.presign_get("origin-probe", expires_s=60)]
+        origins = []
+        for url in urls:
+            parts = urlsplit(url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            if origin not in origins:
+                origins.append(origin)
+        return origins
 
     def ping(self) -> None:
         try:

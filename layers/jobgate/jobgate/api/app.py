@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from jobgate import __version__
-from jobgate.api import docs, openapi, problems
+from jobgate.api import console, docs, openapi, problems
 from jobgate.api.middleware import BodySizeLimit, RequestDeadline
 from jobgate.api.routers import assets, commands, health, jobs, maps, pipelines, runs, uploads
 from jobgate.wiring import ApiServices
@@ -36,6 +36,7 @@ def create_app(services: ApiServices) -> FastAPI:
         app.include_router(router)
     openapi.install(app)
     docs.install(app)
+    console.install(app)
     settings = services.settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestDeadline)  # outside the body limit: its clock starts first
