@@ -1,0 +1,85 @@
+"""`jobgate mcp`: serve a jobgate deployment's commands as MCP tools, over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from jobgate.client import AsyncClient
+from jobgate.client.config import ConfigError
+from jobgate.mcp.server import build_server
+from jobgate.mcp.tools import JobgateTools
+
+DEFAULT_PORT = 8765
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobgate mcp",
+        description=(
+            "An MCP server for agents: each command of the jobgate API is a tool. Where the API is: "
+            "--url/--api-key, else JOBGATE_URL/JOBGATE_API_KEY, else a profile (as for `jobgate`)."
+        ),
+    )
+    parser.add_argument("--url", help="the API's base URL (JOBGATE_URL)")
+    parser.add_argument("--api-key", help="the API key (JOBGATE_API_KEY)")
+    parser.add_argument("--profile", help="a profile of the config file")
+    parser.add_argument("--ws-url", help="the WebSocket URL, when the job's link is not usable")
+    parser.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP: the address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP: the port ({DEFAULT_PORT})")
+    parser.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path (/mcp)")
+    parser.add_argument("--log-level", default="WARNING", help="what the server logs on stderr (WARNING)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    # stderr only: on stdio, stdout carries the protocol.
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        client = AsyncClient(args.url, args.api_key, profile=args.profile, websocket_url=args.ws_url)
+    except ConfigError as exc:
+        sys.stderr.write(f"jobgate mcp: {exc}\n")
+        return 2
+    try:
+        anyio.run(_serve, client, args)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _serve(client: AsyncClient, args: argparse.Namespace) -> None:
+    async with client:
+        if args.transport == "stdio":
+            await _serve_stdio(client)
+        else:
+            await _serve_http(client, args.host, args.port, args.path)
+
+
+async def _serve_stdio(client: AsyncClient) -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(JobgateTools(client, uploads=True))
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+async def _serve_http(client: AsyncClient, host: str, port: int, path: str) -> None:
+    import uvicorn
+
+    # The server calls jobgate with its own key on behalf of whoever reaches it, and reads no local
+    # files for them: no upload tool, and loopback unless --host says otherwise (docs/architecture.md).
+    server = build_server(JobgateTools(client, uploads=False))
+    app = server.streamable_http_app(streamable_http_path=path, host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    if host not in LOOPBACK:
+        logging.getLogger("jobgate.mcp").warning("serving beyond loopback: %s:%s", host, port)
+    await uvicorn.Server(config).serve()

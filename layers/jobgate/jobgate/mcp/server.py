@@ -1,0 +1,48 @@
+"""The MCP server of `jobgate mcp`: the tools of jobgate.mcp.tools over stdio or streamable HTTP.
+
+Built on the SDK's low-level `Server`: the tools are known only once the deployment has answered
+its commands, so they are listed and dispatched by name rather than declared as functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp.types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+
+from jobgate import __version__
+from jobgate.mcp.tools import JobgateTools
+
+INSTRUCTIONS = (
+    "Each command tool runs one command of a jobgate deployment as a job and answers when it has ended: "
+    "stdout, stderr, exit code, status and presigned links to its output files. File arguments take "
+    "'asset://<id>' (upload a local file with jobgate_upload first) or 'job://<job_id>/<output>'; "
+    "output arguments are relative paths. jobgate_status, jobgate_logs, jobgate_outputs and "
+    "jobgate_cancel look after a job by its id."
+)
+
+
+def build_server(tools: JobgateTools) -> Server[Any]:
+    async def list_tools(
+        _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=await tools.list_tools())
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        async def report(progress: float, message: str | None) -> None:
+            # A no-op unless the caller's request carried a progressToken.
+            await ctx.session.report_progress(progress, 1.0, message)
+
+        return await tools.call(params.name, params.arguments or {}, report)
+
+    return Server(
+        "jobgate",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
