@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -27,9 +26,15 @@ from tests.e2e.test_cli import environment, jobgate_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zyra, pytest.mark.anyio]
 
+JOB_TOOLS = {"jobgate_status", "jobgate_logs", "jobgate_outputs", "jobgate_cancel", "jobgate_upload"}
 PNG = b"\x89PNG\r\n\x1a\n"
 FLAGS = {"no_coastline": True, "no_borders": True, "no_gridlines": True}
-SCHEMA = {"fields": [{"name": "id", "type": "int", "unique": True, "min": 1, "max": 1000}, {"name": "who", "type": "name"}]}
+SCHEMA = {
+    "fields": [
+        {"name": "id", "type": "int", "unique": True, "min": 1, "max": 1000},
+        {"name": "who", "type": "name"},
+    ]
+}
 
 
 @pytest.fixture
@@ -64,7 +69,7 @@ async def test_stdio_lists_a_tool_per_command_whose_schema_is_its_contract(
         listed = jobgate.commands()
         heatmap = jobgate.command("visualize", "heatmap")
     assert {f"{item.stage}_{item.command}" for item in listed.items} <= set(tools)
-    assert {"jobgate_status", "jobgate_logs", "jobgate_outputs", "jobgate_cancel", "jobgate_upload"} <= set(tools)
+    assert JOB_TOOLS <= set(tools)
     schema = tools["visualize_heatmap"].input_schema
     assert set(schema["properties"]) == {p.dest for p in heatmap.params}
     assert schema["additionalProperties"] is False
@@ -115,7 +120,9 @@ async def test_stdio_upload_then_heatmap_reports_progress_and_answers_a_link_tha
     assert progress[-1][2] == "succeeded", progress
 
 
-async def test_stdio_bad_argument_and_failed_job_are_error_results(local_stack: DevProcess, tmp_path: Path) -> None:
+async def test_stdio_bad_argument_and_failed_job_are_error_results(
+    local_stack: DevProcess, tmp_path: Path
+) -> None:
     broken = tmp_path / "schema.json"
     broken.write_text(json.dumps({"fields": [{"name": "id", "type": "no-such-type"}]}))
     async with stdio_session(local_stack, tmp_path) as client:
@@ -123,7 +130,9 @@ async def test_stdio_bad_argument_and_failed_job_are_error_results(local_stack: 
         ref = uploaded.structured_content["ref"]
         # The schema takes any string for an output; the API's contract check refuses one that leaves
         # the work folder (422), and the server answers its detail as an error, then goes on serving.
-        refused = await client.call_tool("synth_generate", {"schema": ref, "rows": 3, "output": "../part.csv"})
+        refused = await client.call_tool(
+            "synth_generate", {"schema": ref, "rows": 3, "output": "../part.csv"}
+        )
         failed = await client.call_tool("synth_validate", {"schema": ref})
         unknown = await client.call_tool("jobgate_status", {"job_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
         missing = await client.call_tool("jobgate_upload", {"path": str(tmp_path / "absent.npy")})

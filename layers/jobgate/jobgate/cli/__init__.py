@@ -1,7 +1,8 @@
 """The `jobgate` command line: run jobs like local commands, plus `jobgate dev` and `jobgate keys`.
 
 Nothing heavy is imported here: `jobgate dev` hands over to the local stack, `jobgate keys` to
-the admin commands, `jobgate mcp` to the MCP server, and everything else to `jobgate.cli.commands`, each imported when used.
+the admin commands, `jobgate mcp` to the MCP server, and everything else to `jobgate.cli.commands`,
+each imported when used.
 """
 
 from __future__ import annotations

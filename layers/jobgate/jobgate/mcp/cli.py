@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     # stderr only: on stdio, stdout carries the protocol.
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     try:
         client = AsyncClient(args.url, args.api_key, profile=args.profile, websocket_url=args.ws_url)
     except ConfigError as exc:

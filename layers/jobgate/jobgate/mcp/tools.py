@@ -56,7 +56,7 @@ def _job_tools(*, uploads: bool) -> list[types.Tool]:
         ),
         types.Tool(
             name=LOGS_TOOL,
-            description=f"The tails (last {LOG_TAIL_CHARS} characters by default) of a job's stdout and stderr.",
+            description=f"The tails (last {LOG_TAIL_CHARS} characters by default) of a job's logs.",
             input_schema=_object(
                 {
                     **_JOB_ID,
@@ -73,7 +73,7 @@ def _job_tools(*, uploads: bool) -> list[types.Tool]:
         ),
         types.Tool(
             name=OUTPUTS_TOOL,
-            description="A job's output files, each with a presigned download link (valid for a limited time).",
+            description="A job's output files, each with a presigned download link (valid for a while).",
             input_schema=_object(_JOB_ID, ["job_id"]),
             annotations=read_only,
         ),
@@ -321,7 +321,9 @@ def job_result(job: Job, stdout: str, stderr: str, outputs: list[Output]) -> typ
         lines += ["outputs:", *(_output_line(o) for o in view["outputs"])]
     lines += [f"--- stdout ---\n{view['stdout']}", f"--- stderr ---\n{view['stderr']}"]
     return types.CallToolResult(
-        content=[types.TextContent(text="\n".join(lines))], structured_content=view, is_error=not job.succeeded
+        content=[types.TextContent(text="\n".join(lines))],
+        structured_content=view,
+        is_error=not job.succeeded,
     )
 
 
@@ -367,7 +369,13 @@ def _tail(stream: str, text: str, limit: int) -> dict[str, Any]:
 
 
 def _problem(exc: JobgateAPIError) -> dict[str, Any]:
-    return {"status": exc.status, "type": exc.type, "title": exc.title, "detail": exc.detail, "errors": exc.errors}
+    return {
+        "status": exc.status,
+        "type": exc.type,
+        "title": exc.title,
+        "detail": exc.detail,
+        "errors": exc.errors,
+    }
 
 
 def _text(arguments: Mapping[str, Any], name: str) -> str:
