@@ -42,10 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    # stderr only: on stdio, stdout carries the protocol.
-    logging.basicConfig(
-        stream=sys.stderr, level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    _log_to_stderr(args.log_level.upper())
     try:
         client = AsyncClient(args.url, args.api_key, profile=args.profile, websocket_url=args.ws_url)
     except ConfigError as exc:
@@ -56,6 +53,17 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    """On stdio, stdout carries the protocol: the server's own log goes to stderr, and not up to the
+    `jobgate` logger, whose handler (the Lambda functions' JSON log) writes to stdout."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    log = logging.getLogger("jobgate.mcp")
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
 
 
 async def _serve(client: AsyncClient, args: argparse.Namespace) -> None:
