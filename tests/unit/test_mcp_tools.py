@@ -157,3 +157,35 @@ async def test_a_job_that_failed_is_an_error_result_with_its_exit_code() -> None
     assert result.structured_content["error"] == error
     assert "failed with exit code 1: the command exited with 1" in result.content[0].text
     assert "bad schema" in result.content[0].text
+
+
+async def test_a_job_with_many_outputs_lists_the_first_and_says_how_many_more() -> None:
+    outputs = [
+        {"name": f"frames/{i:04d}.png", "size": 9, "media_type": "image/png", "url": f"http://s3.test/{i}"}
+        for i in range(150)
+    ]
+    final = job_doc(status="succeeded", exit_code=0, outputs=outputs[:10], output_count=150)
+    pages = [
+        {"events": [event(1, "status", status="succeeded", exit_code=0)], "next_after_seq": 1, "done": True}
+    ]
+    tools, client = tools_for(FakeAPI(pages, {**final, "outputs": outputs}))
+    async with client, Client(build_server(tools)) as mcp:
+        result = await mcp.call_tool("synth_generate", ARGS)
+    assert not result.is_error
+    assert [o["name"] for o in result.structured_content["outputs"]] == [o["name"] for o in outputs[:100]]
+    assert result.structured_content["outputs_truncated"] is True
+    assert "50 more: jobgate_outputs lists them all" in result.content[0].text
+
+
+async def test_a_job_tool_with_a_bad_argument_answers_an_error_and_asks_nothing() -> None:
+    api = FakeAPI([], job_doc(status="running"))
+    tools, client = tools_for(api)
+    async with client, Client(build_server(tools)) as mcp:
+        bad_tail = await mcp.call_tool("jobgate_logs", {"job_id": JOB_ID, "tail_chars": "all"})
+        no_id = await mcp.call_tool("jobgate_status", {})
+        listed = await mcp.list_tools()
+    assert bad_tail.is_error and "tail_chars" in bad_tail.content[0].text
+    assert no_id.is_error and "job_id" in no_id.content[0].text
+    assert f"GET /v1/jobs/{JOB_ID}/logs" not in api.seen
+    # Over a transport that reads no local files for its caller, there is no upload tool.
+    assert "jobgate_upload" not in {tool.name for tool in listed.tools}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +29,8 @@ logger = logging.getLogger("jobgate.mcp")
 # How much of a log a tool answers, from its end: a model reads the tail, the whole log stays a
 # jobgate_logs call (or `jobgate logs`) away.
 LOG_TAIL_CHARS = 20_000
+# Outputs a command tool lists (a job may write thousands of frames); jobgate_outputs lists them all.
+OUTPUTS_LISTED = 100
 # Contracts fetched at once when the tools are listed (one GET each).
 CONTRACT_FETCHES = 8
 
@@ -94,7 +97,10 @@ def _job_tools(*, uploads: bool) -> list[types.Tool]:
                 ),
                 input_schema=_object(
                     {
-                        "path": {"type": "string", "description": "The local file's path."},
+                        "path": {
+                            "type": "string",
+                            "description": "The local file's path (absolute, or from the server's folder).",
+                        },
                         "media_type": {
                             "type": "string",
                             "description": "Its media type (guessed from the name when not given).",
@@ -229,7 +235,7 @@ class JobgateTools:
 
     async def logs(self, arguments: Mapping[str, Any]) -> types.CallToolResult:
         job_id = _text(arguments, "job_id")
-        tail = int(arguments.get("tail_chars") or LOG_TAIL_CHARS)
+        tail = _positive_int(arguments, "tail_chars", LOG_TAIL_CHARS)
         stdout = await self._client.logs(job_id, "stdout")
         stderr = await self._client.logs(job_id, "stderr")
         logs = {"job_id": job_id, **_tail("stdout", stdout, tail), **_tail("stderr", stderr, tail)}
@@ -253,7 +259,7 @@ class JobgateTools:
     async def upload(self, arguments: Mapping[str, Any]) -> types.CallToolResult:
         media_type = arguments.get("media_type")
         asset = await self._client.upload(
-            _text(arguments, "path"), media_type=str(media_type) if media_type else None
+            Path(_text(arguments, "path")).expanduser(), media_type=str(media_type) if media_type else None
         )
         view = {
             "asset_id": asset.asset_id,
@@ -314,11 +320,14 @@ def job_result(job: Job, stdout: str, stderr: str, outputs: list[Output]) -> typ
         **_job_view(job),
         **_tail("stdout", stdout, LOG_TAIL_CHARS),
         **_tail("stderr", stderr, LOG_TAIL_CHARS),
-        "outputs": [_output_view(o) for o in outputs],
+        "outputs": [_output_view(o) for o in outputs[:OUTPUTS_LISTED]],
+        "outputs_truncated": len(outputs) > OUTPUTS_LISTED,
     }
     lines = [_headline(job)]
     if outputs:
         lines += ["outputs:", *(_output_line(o) for o in view["outputs"])]
+    if view["outputs_truncated"]:
+        lines.append(f"... {len(outputs) - OUTPUTS_LISTED} more: {OUTPUTS_TOOL} lists them all")
     lines += [f"--- stdout ---\n{view['stdout']}", f"--- stderr ---\n{view['stderr']}"]
     return types.CallToolResult(
         content=[types.TextContent(text="\n".join(lines))],
@@ -376,6 +385,13 @@ def _problem(exc: JobgateAPIError) -> dict[str, Any]:
         "detail": exc.detail,
         "errors": exc.errors,
     }
+
+
+def _positive_int(arguments: Mapping[str, Any], name: str, default: int) -> int:
+    value = arguments.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _BadArgument(f"'{name}' must be a positive integer")
+    return value
 
 
 def _text(arguments: Mapping[str, Any], name: str) -> str:
