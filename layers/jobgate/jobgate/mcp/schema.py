@@ -96,3 +96,53 @@ def _described(schema: dict[str, Any], param: Param) -> dict[str, Any]:
     if parts:
         schema["description"] = " ".join(parts)
     return schema
+
+
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "The file's path relative to the job's work folder."},
+        "size": {"type": "integer"},
+        "media_type": {"type": "string"},
+        "url": {**_NULLABLE_TEXT, "description": "A presigned GET URL, valid for a limited time."},
+    },
+    "required": ["name", "size", "media_type", "url"],
+}
+
+JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "stage": {"type": "string"},
+        "command": {"type": "string"},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"],
+        },
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "exit_code": {"type": ["integer", "null"]},
+        "finish_reason": _NULLABLE_TEXT,
+        "error": {
+            "type": ["object", "null"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "output_count": {"type": "integer"},
+    },
+    "required": ["job_id", "stage", "command", "status", "progress", "exit_code", "error", "output_count"],
+}
+
+# What a command tool answers once its job has ended (its structuredContent).
+RESULT_SCHEMA: dict[str, Any] = {
+    **JOB_SCHEMA,
+    "properties": {
+        **JOB_SCHEMA["properties"],
+        "stdout": {"type": "string", "description": "The tail of the job's stdout."},
+        "stdout_truncated": {"type": "boolean"},
+        "stderr": {"type": "string", "description": "The tail of the job's stderr."},
+        "stderr_truncated": {"type": "boolean"},
+        "outputs": {"type": "array", "items": OUTPUT_SCHEMA},
+        "outputs_truncated": {"type": "boolean"},
+    },
+    "required": [*JOB_SCHEMA["required"], "stdout", "stderr", "outputs"],
+}

@@ -21,7 +21,15 @@ from jobgate.client import AsyncClient
 from jobgate.client._core import new_run_id
 from jobgate.client.errors import JobgateAPIError, JobgateClientError
 from jobgate.client.models import CommandContract, Job, JobEvent, Output
-from jobgate.mcp.schema import TOOL_NAME_RE, input_schema, tool_description, tool_name
+from jobgate.mcp.schema import (
+    JOB_SCHEMA,
+    OUTPUT_SCHEMA,
+    RESULT_SCHEMA,
+    TOOL_NAME_RE,
+    input_schema,
+    tool_description,
+    tool_name,
+)
 
 # stdout is the protocol on the stdio transport: the server logs on stderr (the CLI sets it up).
 logger = logging.getLogger("jobgate.mcp")
@@ -55,6 +63,7 @@ def _job_tools(*, uploads: bool) -> list[types.Tool]:
             name=STATUS_TOOL,
             description="A job's status, progress, exit code and error.",
             input_schema=_object(_JOB_ID, ["job_id"]),
+            output_schema=JOB_SCHEMA,
             annotations=read_only,
         ),
         types.Tool(
@@ -78,12 +87,21 @@ def _job_tools(*, uploads: bool) -> list[types.Tool]:
             name=OUTPUTS_TOOL,
             description="A job's output files, each with a presigned download link (valid for a while).",
             input_schema=_object(_JOB_ID, ["job_id"]),
+            output_schema={
+                "type": "object",
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "outputs": {"type": "array", "items": OUTPUT_SCHEMA},
+                },
+                "required": ["job_id", "outputs"],
+            },
             annotations=read_only,
         ),
         types.Tool(
             name=CANCEL_TOOL,
             description="Cancel a queued or running job.",
             input_schema=_object(_JOB_ID, ["job_id"]),
+            output_schema=JOB_SCHEMA,
             annotations=types.ToolAnnotations(destructive_hint=True, idempotent_hint=True),
         ),
     ]
@@ -136,6 +154,7 @@ class JobgateTools:
                 title=f"{contract.stage} {contract.command}",
                 description=tool_description(contract),
                 input_schema=input_schema(contract),
+                output_schema=RESULT_SCHEMA,
                 annotations=types.ToolAnnotations(open_world_hint=True),
             )
             for name, contract in self._contracts.items()
