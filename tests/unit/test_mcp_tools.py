@@ -14,8 +14,9 @@ from jobgate.client import AsyncClient
 from jobgate.mcp.server import build_server
 from jobgate.mcp.tools import JobgateTools
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
-from tests.unit.client_fakes import API, JOB_ID, KEY, job_doc
+from tests.unit.client_fakes import API, JOB_ID, KEY, job_doc, problem
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +190,17 @@ async def test_a_job_tool_with_a_bad_argument_answers_an_error_and_asks_nothing(
     assert f"GET /v1/jobs/{JOB_ID}/logs" not in api.seen
     # Over a transport that reads no local files for its caller, there is no upload tool.
     assert "jobgate_upload" not in {tool.name for tool in listed.tools}
+
+
+async def test_listing_the_tools_with_a_refused_key_says_why() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return problem(401, "unauthorized", "The API key is unknown or revoked.")
+
+    client = AsyncClient(API, KEY, transport=httpx.MockTransport(refuse))
+    async with client, Client(build_server(JobgateTools(client, uploads=True))) as mcp:
+        with pytest.raises(MCPError) as refused:
+            await mcp.list_tools()
+        # The server goes on: a call answers the same reason as its result.
+        called = await mcp.call_tool("jobgate_status", {"job_id": JOB_ID})
+    assert "The API key is unknown or revoked." in refused.value.message
+    assert called.is_error and called.structured_content["error"]["status"] == 401

@@ -11,8 +11,10 @@ from typing import Any
 import mcp.types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
 
 from jobgate import __version__
+from jobgate.client.errors import JobgateClientError
 from jobgate.mcp.tools import JobgateTools
 
 INSTRUCTIONS = (
@@ -28,7 +30,11 @@ def build_server(tools: JobgateTools) -> Server[Any]:
     async def list_tools(
         _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=await tools.list_tools())
+        try:
+            return types.ListToolsResult(tools=await tools.list_tools())
+        except JobgateClientError as exc:
+            # The caller reads why (a wrong key, an API out of reach), not "Internal server error".
+            raise MCPError(types.INTERNAL_ERROR, f"jobgate: {exc}") from exc
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
