@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+    try:
+        args = build_parser().parse_args(list(argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2): an exit status, as `jobgate` answers
+        return exc.code if isinstance(exc.code, int) else 2
     _log_to_stderr(args.log_level.upper())
     try:
         client = AsyncClient(args.url, args.api_key, profile=args.profile, websocket_url=args.ws_url)
