@@ -189,10 +189,17 @@ async def test_streamable_http_lists_tools_and_runs_a_command(
     schema.write_text(json.dumps(SCHEMA))
     with JobgateClient(local_stack.http_url, local_stack.api_key) as jobgate:
         asset = jobgate.upload(schema)
+    progress: list[tuple[float, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
     async with Client(http_server, read_timeout_seconds=120) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         result = await client.call_tool(
-            "synth_generate", {"schema": asset.ref, "rows": 5, "seed": 7, "output": "part.csv"}
+            "synth_generate",
+            {"schema": asset.ref, "rows": 5, "seed": 7, "output": "part.csv"},
+            progress_callback=on_progress,
         )
     assert "visualize_heatmap" in names and "jobgate_status" in names
     # A path of the server's machine means nothing to a caller over HTTP.
@@ -202,3 +209,5 @@ async def test_streamable_http_lists_tools_and_runs_a_command(
     [output] = result.structured_content["outputs"]
     rows = httpx.get(output["url"], timeout=30).text.splitlines()
     assert rows[0].split(",")[0] == "id" and len(rows) == 6
+    # Progress notifications reach an HTTP caller too (on the call's SSE stream).
+    assert progress and progress[-1] == (1.0, "succeeded"), progress
