@@ -21,6 +21,8 @@ import pytest
 from jobgate.client import Client as JobgateClient
 from jobgate_local.testing import DevProcess
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.e2e.test_cli import environment, jobgate_command
 
@@ -148,15 +150,16 @@ async def test_stdio_bad_argument_and_failed_job_are_error_results(
     assert missing.is_error and "absent.npy" in missing.content[0].text
 
 
-@pytest.fixture
-def http_server(local_stack: DevProcess, tmp_path: Path) -> Iterator[str]:
+def serve_http(
+    stack: DevProcess, home: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [*jobgate_command(), "mcp", "--transport", "http", "--port", str(port)],
-        env=environment(local_stack, tmp_path),
-        cwd=tmp_path,
+        [*jobgate_command(), "mcp", "--transport", "http", "--port", str(port), *options],
+        env=env or environment(stack, home),
+        cwd=home,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -167,6 +170,18 @@ def http_server(local_stack: DevProcess, tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def http_server(local_stack: DevProcess, tmp_path: Path) -> Iterator[str]:
+    yield from serve_http(local_stack, tmp_path)
+
+
+@pytest.fixture
+def caller_keys_server(local_stack: DevProcess, tmp_path: Path) -> Iterator[str]:
+    """The server holds no key: JOBGATE_URL only."""
+    env = {k: v for k, v in environment(local_stack, tmp_path).items() if k != "JOBGATE_API_KEY"}
+    yield from serve_http(local_stack, tmp_path, "--caller-keys", env=env)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -211,3 +226,27 @@ async def test_streamable_http_lists_tools_and_runs_a_command(
     assert rows[0].split(",")[0] == "id" and len(rows) == 6
     # Progress notifications reach an HTTP caller too (on the call's SSE stream).
     assert progress and progress[-1] == (1.0, "succeeded"), progress
+
+
+async def test_with_caller_keys_each_http_caller_brings_its_own_key(
+    caller_keys_server: str, local_stack: DevProcess
+) -> None:
+    # No key: refused before any MCP session is made.
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    bare = httpx.post(caller_keys_server, json=initialize, headers={"Accept": "application/json"}, timeout=10)
+    assert bare.status_code == 401 and bare.headers["www-authenticate"] == "Bearer"
+
+    async def with_key(key: str) -> Client:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        return Client(streamable_http_client(caller_keys_server, http_client=http), read_timeout_seconds=60)
+
+    async with await with_key(local_stack.api_key) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        unknown = await client.call_tool("jobgate_status", {"job_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
+    assert "visualize_heatmap" in names
+    assert unknown.is_error and unknown.structured_content["error"]["status"] == 404
+    # A key jobgate does not know: the API's own answer, passed on.
+    async with await with_key("not-a-key-of-this-stack") as client:
+        with pytest.raises(MCPError) as refused:
+            await client.list_tools()
+    assert "401" in refused.value.message or "Unauthorized" in refused.value.message

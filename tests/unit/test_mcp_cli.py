@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from jobgate.cli import main
+from jobgate.mcp.callers import api_key_of
 
 
 def test_jobgate_mcp_is_handed_to_the_mcp_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,3 +35,24 @@ def test_no_api_named_anywhere_exits_2_with_one_line(
 def test_a_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["mcp", "--transport", "carrier-pigeon"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_caller_keys_is_for_http_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mcp", "--caller-keys", "--url", "http://api.test"]) == 2
+    assert main(["mcp", "--transport", "http", "--caller-keys", "--api-key", "k", "--url", "http://x"]) == 2
+    assert capsys.readouterr().err.count("--caller-keys is for --transport http") == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"authorization": "Bearer abc123"}, "abc123"),
+        ({"authorization": "bearer  abc123 "}, "abc123"),
+        ({"x-api-key": "abc123"}, "abc123"),
+        ({"authorization": "Basic dXNlcjpwdw==", "x-api-key": "abc123"}, "abc123"),
+        ({"authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
+def test_a_callers_key_is_its_bearer_token_or_x_api_key(headers: dict[str, str], key: str | None) -> None:
+    assert api_key_of(headers) == key

@@ -15,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from jobgate import __version__
 from jobgate.client.errors import JobgateClientError
+from jobgate.mcp.callers import CallerKeys
 from jobgate.mcp.tools import JobgateTools
 
 INSTRUCTIONS = (
@@ -26,10 +27,21 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(tools: JobgateTools) -> Server[Any]:
+def build_server(source: JobgateTools | CallerKeys) -> Server[Any]:
+    """The server over one set of tools, or (`CallerKeys`) the tools of each HTTP caller's key."""
+
+    def tools_of(ctx: ServerRequestContext[Any]) -> JobgateTools:
+        if isinstance(source, JobgateTools):
+            return source
+        try:
+            return source.tools_for(getattr(ctx.request, "headers", None) or {})
+        except LookupError as exc:
+            raise MCPError(types.INVALID_REQUEST, str(exc.args[0])) from exc
+
     async def list_tools(
-        _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        tools = tools_of(ctx)
         try:
             return types.ListToolsResult(tools=await tools.list_tools())
         except JobgateClientError as exc:
@@ -43,7 +55,7 @@ def build_server(tools: JobgateTools) -> Server[Any]:
             # A no-op unless the caller's request carried a progressToken.
             await ctx.session.report_progress(progress, 1.0, message)
 
-        return await tools.call(params.name, params.arguments or {}, report)
+        return await tools_of(ctx).call(params.name, params.arguments or {}, report)
 
     return Server(
         "jobgate",
