@@ -204,3 +204,11 @@ async def test_listing_the_tools_with_a_refused_key_says_why() -> None:
         called = await mcp.call_tool("jobgate_status", {"job_id": JOB_ID})
     assert "The API key is unknown or revoked." in refused.value.message
     assert called.is_error and called.structured_content["error"]["status"] == 401
+
+
+async def test_a_status_the_schema_does_not_list_passes_the_clients_check() -> None:
+    # A pipeline step waiting for its upstream steps is `blocked`; a newer API may add statuses.
+    tools, client = tools_for(FakeAPI([], job_doc(status="blocked")))
+    async with client, Client(build_server(tools)) as mcp:
+        status = await mcp.call_tool("jobgate_status", {"job_id": JOB_ID})
+    assert not status.is_error and status.structured_content["status"] == "blocked"

@@ -116,9 +116,10 @@ JOB_SCHEMA: dict[str, Any] = {
         "job_id": {"type": "string"},
         "stage": {"type": "string"},
         "command": {"type": "string"},
+        # No enum: a pipeline's step may be `blocked`, and a newer API may add statuses.
         "status": {
             "type": "string",
-            "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"],
+            "description": "queued, running, succeeded, failed, timed_out, cancelled...",
         },
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "exit_code": {"type": ["integer", "null"]},
