@@ -1,7 +1,8 @@
 """The `jobgate` command line: run jobs like local commands, plus `jobgate dev` and `jobgate keys`.
 
 Nothing heavy is imported here: `jobgate dev` hands over to the local stack, `jobgate keys` to
-the admin commands, and everything else to `jobgate.cli.commands`, each imported when used.
+the admin commands, `jobgate mcp` to the MCP server, and everything else to `jobgate.cli.commands`,
+each imported when used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dev(args)
     if args[:1] in (["keys"], ["admin"]):
         return _keys(args)
+    if args[:1] == ["mcp"]:
+        return _mcp(args[1:])
     from jobgate.cli.commands import run_cli
 
     return run_cli(args)
@@ -32,6 +35,15 @@ def _dev(args: list[str]) -> int:
         )
         return 2
     return dev_main(args)
+
+
+def _mcp(args: list[str]) -> int:
+    try:
+        from jobgate.mcp.cli import main as mcp_main
+    except ImportError as exc:
+        sys.stderr.write(f"jobgate: `jobgate mcp` needs the MCP SDK: pip install 'jobgate[mcp]' ({exc})\n")
+        return 2
+    return mcp_main(args)
 
 
 def _keys(args: list[str]) -> int:

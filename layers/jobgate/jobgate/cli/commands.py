@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "admin", help="a stack's stuck jobs and dead-letter queues (jobgate admin --help)", add_help=False
     )
+    sub.add_parser("mcp", help="serve the API's commands as MCP tools (jobgate mcp --help)", add_help=False)
     sub.add_parser(
         "invoke", help="run a function's handler on an event against `jobgate dev`", add_help=False
     )
