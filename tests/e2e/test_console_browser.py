@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from jobgate_local.testing import DevProcess
 from playwright.sync_api import Browser, ConsoleMessage, Page, WebSocketRoute, expect, sync_playwright
@@ -72,16 +71,8 @@ def sign_in(page: Page, stack: DevProcess) -> None:
     expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
 
 
-@pytest.fixture
-def field(tmp_path: Path) -> Path:
-    y, x = np.mgrid[0:40, 0:80]
-    path = tmp_path / "field.npy"
-    np.save(path, np.sin(x / 8) * np.cos(y / 6))
-    return path
-
-
 def test_a_heatmap_from_the_form_runs_live_to_its_picture(
-    local_stack: DevProcess, page: Page, field: Path, problems: list[str]
+    local_stack: DevProcess, page: Page, npy_file: Path, problems: list[str]
 ) -> None:
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -99,7 +90,7 @@ def test_a_heatmap_from_the_form_runs_live_to_its_picture(
     page.get_by_role("link", name="New job").click()
     page.get_by_role("link", name="heatmap", exact=True).click()
     expect(page.get_by_role("heading", name="New job: visualize heatmap")).to_be_visible()
-    page.get_by_label("--input", exact=True).set_input_files(field)
+    page.get_by_label("--input", exact=True).set_input_files(npy_file)
     page.get_by_label("--output", exact=True).fill("map.png")
     for flag in ("--no-coastline", "--no-borders", "--no-gridlines"):
         page.get_by_label(flag, exact=True).check()

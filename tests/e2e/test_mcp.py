@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from jobgate.client import Client as JobgateClient
 from jobgate_local.testing import DevProcess
@@ -42,14 +41,6 @@ SCHEMA = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def field(tmp_path: Path) -> Path:
-    y, x = np.mgrid[0:24, 0:48]
-    path = tmp_path / "field.npy"
-    np.save(path, np.sin(x / 6.0) * np.cos(y / 5.0))
-    return path
 
 
 @asynccontextmanager
@@ -84,7 +75,7 @@ async def test_stdio_lists_a_tool_per_command_whose_schema_is_its_contract(
 
 
 async def test_stdio_upload_then_heatmap_reports_progress_and_answers_a_link_that_downloads(
-    local_stack: DevProcess, tmp_path: Path, field: Path
+    local_stack: DevProcess, tmp_path: Path, npy_file: Path
 ) -> None:
     progress: list[tuple[float, float | None, str | None]] = []
 
@@ -92,7 +83,7 @@ async def test_stdio_upload_then_heatmap_reports_progress_and_answers_a_link_tha
         progress.append((value, total, message))
 
     async with stdio_session(local_stack, tmp_path) as client:
-        uploaded = await client.call_tool("jobgate_upload", {"path": str(field)})
+        uploaded = await client.call_tool("jobgate_upload", {"path": str(npy_file)})
         assert not uploaded.is_error, uploaded.content
         ref = uploaded.structured_content["ref"]
         assert ref.startswith("asset://")

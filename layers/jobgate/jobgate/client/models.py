@@ -76,6 +76,16 @@ class Job(_Answer):
     def succeeded(self) -> bool:
         return self.status == "succeeded"
 
+    @property
+    def summary(self) -> str:
+        """One line: the job, how it stands or ended, its exit code and its error."""
+        what = f"job {self.job_id} ({self.stage} {self.command}) {self.status.replace('_', ' ')}"
+        if self.exit_code is not None:
+            what += f" with exit code {self.exit_code}"
+        if self.error is not None and self.error.message:
+            what += f": {self.error.message}"
+        return what
+
 
 class RunLinks(_Answer):
     self: str = ""
@@ -261,13 +271,7 @@ class RunResult(BaseModel):
 
     @property
     def summary(self) -> str:
-        job = self.job
-        what = f"job {job.job_id} ({job.stage} {job.command}) {job.status.replace('_', ' ')}"
-        if job.exit_code is not None:
-            what += f" with exit code {job.exit_code}"
-        if job.error is not None and job.error.message:
-            what += f": {job.error.message}"
-        return what
+        return self.job.summary
 
 
 class EventPage(_Answer):

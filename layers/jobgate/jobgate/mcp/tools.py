@@ -249,7 +249,7 @@ class JobgateTools:
         job = await self._client.get(_text(arguments, "job_id"))
         view = _job_view(job)
         return types.CallToolResult(
-            content=[types.TextContent(text=_headline(job))], structured_content=view, is_error=False
+            content=[types.TextContent(text=job.summary)], structured_content=view, is_error=False
         )
 
     async def logs(self, arguments: Mapping[str, Any]) -> types.CallToolResult:
@@ -272,7 +272,7 @@ class JobgateTools:
     async def cancel(self, arguments: Mapping[str, Any]) -> types.CallToolResult:
         job = await self._client.cancel(_text(arguments, "job_id"))
         return types.CallToolResult(
-            content=[types.TextContent(text=_headline(job))], structured_content=_job_view(job)
+            content=[types.TextContent(text=job.summary)], structured_content=_job_view(job)
         )
 
     async def upload(self, arguments: Mapping[str, Any]) -> types.CallToolResult:
@@ -342,7 +342,7 @@ def job_result(job: Job, stdout: str, stderr: str, outputs: list[Output]) -> typ
         "outputs": [_output_view(o) for o in outputs[:OUTPUTS_LISTED]],
         "outputs_truncated": len(outputs) > OUTPUTS_LISTED,
     }
-    lines = [_headline(job)]
+    lines = [job.summary]
     if outputs:
         lines += ["outputs:", *(_output_line(o) for o in view["outputs"])]
     if view["outputs_truncated"]:
@@ -373,15 +373,6 @@ def _job_view(job: Job) -> dict[str, Any]:
         "error": job.error.model_dump(mode="json") if job.error is not None else None,
         "output_count": max(job.output_count, len(job.outputs)),
     }
-
-
-def _headline(job: Job) -> str:
-    what = f"job {job.job_id} ({job.stage} {job.command}) {job.status.replace('_', ' ')}"
-    if job.exit_code is not None:
-        what += f" with exit code {job.exit_code}"
-    if job.error is not None and job.error.message:
-        what += f": {job.error.message}"
-    return what
 
 
 def _output_view(output: Output) -> dict[str, Any]:
