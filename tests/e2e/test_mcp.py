@@ -7,6 +7,7 @@ over real HTTP and WebSocket, and each job runs a real zyra command on data the 
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -104,6 +105,8 @@ async def test_stdio_upload_then_heatmap_reports_progress_and_answers_a_link_tha
     picture = httpx.get(output["url"], timeout=30)
     assert picture.status_code == 200 and picture.content.startswith(PNG)
     assert output["url"] in result.content[0].text
+    [shown] = [c for c in result.content if c.type == "image"]  # the model sees the picture itself
+    assert (shown.mime_type, base64.b64decode(shown.data)) == ("image/png", picture.content)
     assert status.structured_content["status"] == "succeeded"
     assert not logs.is_error and len(logs.structured_content["stderr"]) <= 50
     # Progress rises from the submission to the end, with the job's status as the message.

@@ -9,6 +9,7 @@ raises out of a tool: the caller reads the problem in the result.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,11 @@ logger = logging.getLogger("jobgate.mcp")
 LOG_TAIL_CHARS = 20_000
 # Outputs a command tool lists (a job may write thousands of frames); jobgate_outputs lists them all.
 OUTPUTS_LISTED = 100
+# Pictures a command tool answers as image content too, so a model sees what the job drew: the first
+# few PNG or JPEG outputs, each no larger than this (the rest stay links).
+PICTURES_SHOWN = 4
+PICTURE_MAX_BYTES = 1024 * 1024
+PICTURE_TYPES = frozenset({"image/png", "image/jpeg"})
 # Contracts fetched at once when the tools are listed (one GET each).
 CONTRACT_FETCHES = 8
 
@@ -234,7 +240,22 @@ class JobgateTools:
         result = await self._client.result(job)
         outputs = await self._client.outputs(job.job_id) if job.output_count or job.outputs else []
         await progress.done(result.job)
-        return job_result(result.job, result.stdout, result.stderr, outputs)
+        answer = job_result(result.job, result.stdout, result.stderr, outputs)
+        answer.content.extend(await self._pictures(job.job_id, outputs))
+        return answer
+
+    async def _pictures(self, job_id: str, outputs: list[Output]) -> list[types.ImageContent]:
+        shown = [o for o in outputs if o.media_type in PICTURE_TYPES and o.size <= PICTURE_MAX_BYTES]
+        pictures = []
+        for output in shown[:PICTURES_SHOWN]:
+            try:
+                data = await self._client.read_output(job_id, output.name)
+            except JobgateClientError as exc:  # the link in the answer still serves
+                logger.info("picture not read: %s %s %s", job_id, output.name, exc)
+                continue
+            encoded = base64.b64encode(data).decode("ascii")
+            pictures.append(types.ImageContent(data=encoded, mime_type=output.media_type))
+        return pictures
 
     async def _cancel_quietly(self, job_id: str) -> None:
         try:
