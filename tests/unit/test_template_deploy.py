@@ -372,6 +372,52 @@ def test_a_jobs_task_may_do_what_the_worker_lambda_does(with_containers: Templat
     assert definition["ContainerDefinitions"][0]["EntryPoint"] == ["python", "-m", "jobgate.task"]
 
 
+KEY_ARN = f"arn:aws:kms:{iam.REGION}:{iam.ACCOUNT}:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+
+
+def _decrypts(statements: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    return [
+        (s["Resource"], s.get("Condition")) for s in statements if "kms:Decrypt" in iam._listed(s["Action"])
+    ]
+
+
+def test_secrets_under_a_key_of_the_operators_own_may_be_decrypted_by_their_readers_only() -> None:
+    """Secrets Manager and SSM decrypt with a customer managed key as the caller: its role needs
+    kms:Decrypt on the key (not with the AWS managed keys). The worker and the task get it, through
+    those two services only; no role gets it when no key is named."""
+    keyed = load_template(
+        ROOT / "template.yaml",
+        {
+            **REQUIRED_PARAMETERS,
+            "ContainerImageUri": IMAGE,
+            "ContainerSubnets": "subnet-0a",
+            "ContainerSecurityGroup": "sg-0c",
+            "CommandSecrets": f"DATA_TOKEN={SECRET_ARN}",
+            "CommandSecretArns": SECRET_ARN,
+            "CommandSecretKeyArns": KEY_ARN,
+        },
+    )
+    resolver = resolver_for(keyed)
+    via = {
+        "StringEquals": {
+            "kms:ViaService": ["secretsmanager.us-east-1.amazonaws.com", "ssm.us-east-1.amazonaws.com"]
+        }
+    }
+    worker = iam.role_statements(keyed.resources, "WorkerFunction", resolver)
+    task = [
+        statement
+        for policy in resolver.resolve(keyed.resources["ContainerTaskRole"]["Properties"]["Policies"])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    assert _decrypts(worker) == _decrypts(task) == [([KEY_ARN], via)]
+    for function in function_dirs(keyed):
+        if function != "WorkerFunction":
+            assert _decrypts(iam.role_statements(keyed.resources, function, resolver)) == [], function
+    plain = load_template(ROOT / "template.yaml", REQUIRED_PARAMETERS)
+    for function in function_dirs(plain):
+        assert _decrypts(iam.role_statements(plain.resources, function, resolver_for(plain))) == [], function
+
+
 def test_the_dispatcher_passes_exactly_the_task_roles(with_containers: Template) -> None:
     resolver = resolver_for(with_containers)
     statements = iam.role_statements(with_containers.resources, "ContainerDispatchFunction", resolver)
