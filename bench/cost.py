@@ -456,7 +456,8 @@ def _logs_to(stream: io.TextIOBase) -> Iterator[None]:
 def _sync_job(api_fn: Any, body: dict[str, Any], api_key: str) -> float:
     started = time.perf_counter()
     answer = api_fn.handler(
-        http_event("POST", "/v1/jobs", body, api_key), FakeContext(function_name="api", timeout_s=29)
+        http_event("POST", "/v1/jobs", body=body, headers={"x-api-key": api_key}),
+        FakeContext(function_name="api", timeout_s=29),
     )
     elapsed = time.perf_counter() - started
     job = json.loads(answer["body"])

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from common import CODE_ROOT, aws_env
-
-
-@dataclass
-class FakeContext:
-    """The parts of Lambda's context object that the handlers and Powertools read."""
-
-    function_name: str = "bench"
-    timeout_s: float = 900.0
-    memory_limit_in_mb: int = 1024
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/bench"
-    log_stream_name: str = "bench"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    _start: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int(max(0.0, self.timeout_s - (time.monotonic() - self._start)) * 1000)
 
 
 def stack_environment(endpoint_url: str, resources: Mapping[str, str], api_key: str) -> dict[str, str]:
@@ -89,42 +68,6 @@ def load_handler(function: str, env: Mapping[str, str], *, fresh_clients: bool =
     return module
 
 
-def http_event(method: str, path: str, body: Any, api_key: str) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, as the local gateway builds it."""
-    raw = json.dumps(body) if body is not None else None
-    now = time.time()
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "ANY /{proxy+}",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "127.0.0.1", "content-type": "application/json", "x-api-key": api_key},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "domainName": "127.0.0.1",
-            "domainPrefix": "127",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "bench",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "ANY /{proxy+}",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "pathParameters": {"proxy": path.lstrip("/")},
-        "isBase64Encoded": False,
-    }
-    if raw is not None:
-        event["body"] = raw
-    return event
-
-
 class CallLog:
     """Every AWS call jobgate's clients make, by operation, with the time each took."""
 
@@ -174,32 +117,3 @@ def counting_calls() -> Iterator[CallLog]:
         for client in clients:
             client.meta.events.unregister("before-call", unique_id="bench-before")
             client.meta.events.unregister("after-call", unique_id="bench-after")
-
-
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
-    """The event Lambda's SQS event source hands a function for these received messages."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    k: {
-                        "stringValue": v.get("StringValue"),
-                        "binaryValue": v.get("BinaryValue"),
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": v["DataType"],
-                    }
-                    for k, v in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }

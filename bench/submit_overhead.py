@@ -187,7 +187,8 @@ def _anatomy(
 
     def call() -> None:
         answer = module.handler(
-            http_event("POST", "/v1/jobs", body, api_key), FakeContext(function_name="api")
+            http_event("POST", "/v1/jobs", body=body, headers={"x-api-key": api_key}),
+            FakeContext(function_name="api"),
         )
         if answer["statusCode"] != 202:
             raise RuntimeError(f"in-process submit answered {answer['statusCode']}: {answer.get('body')}")

@@ -3,6 +3,9 @@
 with start_dev(template=Path("template.yaml"), workdir=tmp) as dev:
     httpx.get(f"{dev.http_url}/health/live")
 # leaving the block sends Ctrl-C (SIGINT) and waits for the stack to stop
+
+And, for a handler called in the caller's own process (tests, benchmarks): the context Lambda passes it,
+and the events the local gateway and SQS pollers build, made from a few words.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+from .gateway_http import HttpRequest, build_event, request_id
+from .poller import build_sqs_event
 from .procs import pid_alive, wait_gone
+from .template import HttpRoute
 
 
 class DevStartError(RuntimeError):
@@ -176,3 +184,68 @@ def start_dev(
     finally:
         if dev.process.poll() is None:
             dev.stop()
+
+
+# -- handlers called in-process ---------------------------------------------------------------
+
+
+@dataclass
+class FakeContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str = "function"
+    timeout_s: float = 900.0
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/function"
+    log_stream_name: str = "local"
+    _start: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(max(0.0, self.timeout_s - (time.monotonic() - self._start)) * 1000)
+
+
+_PROXY_ROUTE = HttpRoute(
+    api="HttpApi", route_key="ANY /{proxy+}", method="ANY", path="/{proxy+}", function="ApiFunction"
+)
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The HTTP API (payload 2.0) event of a request to the ANY /{proxy+} route, as the local gateway
+    builds it (over HTTPS, as API Gateway is reached). `body` is JSON unless it is bytes."""
+    raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    sent = {
+        "host": "api.example.test",
+        "user-agent": "jobgate-local",
+        **{k.lower(): v for k, v in (headers or {}).items()},
+    }
+    if body is not None and "content-type" not in sent:
+        sent["content-type"] = "application/json"
+    request = HttpRequest(
+        method=method,
+        raw_path=path,
+        raw_query=urlencode(dict(query or {})),
+        headers=list(sent.items()),
+        body=raw,
+        source_ip="127.0.0.1",
+        port=443,
+        scheme="https",
+    )
+    return build_event(
+        request, _PROXY_ROUTE, {"proxy": path.lstrip("/")}, api_id="local", request_id=request_id()
+    )
+
+
+sqs_event = build_sqs_event  # the event an SQS event source hands its function for received messages
