@@ -47,7 +47,8 @@ from common import (
     tiny_field,
     upload,
 )
-from inproc import FakeContext, http_event, load_handler, sqs_event, stack_environment
+from inproc import load_handler, stack_environment
+from jobgate_local.testing import FakeContext, http_event, sqs_event
 
 # us-east-1 list prices, USD (bench/RESULTS.md, "Prices", says where each comes from and when read).
 PRICES = {

@@ -34,7 +34,8 @@ from common import (
     tiny_field,
     upload,
 )
-from inproc import FakeContext, counting_calls, http_event, load_handler, stack_environment
+from inproc import counting_calls, load_handler, stack_environment
+from jobgate_local.testing import FakeContext, http_event
 from ulid import ULID
 
 
