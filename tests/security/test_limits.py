@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -145,3 +147,28 @@ def test_the_http_apis_are_throttled_from_parameters(api_name: str) -> None:
     assert env["JOBGATE_RATE_LIMIT_PER_S"] == {"Ref": "RateLimitPerSecond"}
     assert env["JOBGATE_MAX_ACTIVE_JOBS"] == {"Ref": "MaxActiveJobsPerTenant"}
     assert env["JOBGATE_UPLOAD_BYTES_PER_DAY"] == {"Ref": "UploadBytesPerDay"}
+
+
+def test_simultaneous_requests_within_the_burst_are_all_granted(resources: Resources) -> None:
+    # Sixteen requests with one key at once, each in a container of its own (a page that loads its
+    # parts in parallel, an agent listing a deployment's commands): the bucket holds 20 tokens, so
+    # every one is granted; none is refused for having raced the others to the bucket's item.
+    store = LimitStore(aws_clients.dynamodb(), resources.table_name)
+    clock = FrozenClock()  # no token comes back while the test runs
+    containers = [RateLimiter(store, rate_per_s=10, burst=20, clock=clock) for _ in range(16)]
+    start = threading.Barrier(len(containers))
+
+    def take(limiter: RateLimiter) -> str:
+        start.wait()
+        try:
+            limiter.take("key:acme:burst")
+        except TooManyRequests as exc:
+            return exc.detail
+        return "granted"
+
+    with ThreadPoolExecutor(len(containers)) as pool:
+        answers = list(pool.map(take, containers))
+    assert answers == ["granted"] * len(containers)
+    with pytest.raises(TooManyRequests):  # and the bucket did count them: 4 tokens are left, not 20
+        for _ in range(5):
+            containers[0].take("key:acme:burst")

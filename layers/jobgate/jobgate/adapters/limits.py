@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,21 +17,13 @@ BUCKET_SK = "BUCKET"
 QUOTA_SK = "QUOTA"
 
 
-@dataclass(frozen=True)
-class BucketState:
-    """A token bucket as stored: tokens left at `updated_ms`, and a version bumped by every write."""
+class BucketRefused(Exception):
+    """The bucket was not as the write required; `tat_us` is its theoretical arrival time now (None:
+    no bucket), returned by the failed write itself."""
 
-    tokens: float
-    updated_ms: int
-    version: int
-
-
-class BucketChanged(Exception):
-    """The bucket was not what the write expected; `current` is what it is now (None: no bucket)."""
-
-    def __init__(self, current: BucketState | None) -> None:
-        super().__init__("token bucket changed")
-        self.current = current
+    def __init__(self, tat_us: int | None) -> None:
+        super().__init__("rate bucket refused the write")
+        self.tat_us = tat_us
 
 
 class QuotaFull(Exception):
@@ -46,14 +36,8 @@ def _failed(exc: ClientError) -> StoreError:
     return StoreError(f"DynamoDB call failed: {exc.response.get('Error', {}).get('Code')}")
 
 
-def _bucket_state(item: dict[str, Any] | None) -> BucketState | None:
-    if not item or "tokens" not in item:
-        return None
-    return BucketState(
-        tokens=float(item["tokens"]["N"]),
-        updated_ms=int(item["updated_ms"]["N"]),
-        version=int(item["v"]["N"]),
-    )
+def _tat(item: dict[str, Any] | None) -> int | None:
+    return int(item["tat_us"]["N"]) if item and "tat_us" in item else None
 
 
 class LimitStore:
@@ -61,42 +45,48 @@ class LimitStore:
         self._db = client
         self._table = table_name
 
-    def write_bucket(
-        self, bucket_id: str, *, tokens: float, now_ms: int, expect: BucketState | None, expires_at: int
-    ) -> BucketState:
-        """Store the bucket's new level if it is still `expect`, in one conditional write.
+    def start_bucket(self, bucket_id: str, *, now_us: int, interval_us: int, expires_at: int) -> int:
+        """An idle bucket (none yet, or its theoretical arrival time past): it is now `now + interval`.
+        Raises BucketRefused with the bucket's time when it is not idle. Answers the new time."""
+        return self._update_bucket(
+            bucket_id,
+            # An item of the earlier token bucket is replaced whole.
+            "SET tat_us = :next, expires_at = :exp REMOVE tokens, updated_ms, v",
+            "attribute_not_exists(tat_us) OR tat_us < :now",
+            {":next": now_us + interval_us, ":now": now_us, ":exp": expires_at},
+        )
 
-        Raises BucketChanged with the bucket's current state (returned by the failed write itself,
-        so a lost race costs no extra read).
-        """
-        version = 1 if expect is None else expect.version + 1
-        values: dict[str, Any] = {
-            ":tokens": {"N": str(Decimal(f"{tokens:.6f}"))},
-            ":now": {"N": str(now_ms)},
-            ":v": {"N": str(version)},
-            ":exp": {"N": str(expires_at)},
-        }
-        if expect is None:
-            condition = "attribute_not_exists(pk)"
-        else:
-            condition = "v = :expected"
-            values[":expected"] = {"N": str(expect.version)}
+    def add_to_bucket(
+        self, bucket_id: str, *, now_us: int, interval_us: int, limit_us: int, expires_at: int
+    ) -> int:
+        """A busy bucket whose time is at most `limit`: one more interval on it, added by DynamoDB
+        itself, so simultaneous requests never overwrite each other. Raises BucketRefused with the
+        bucket's time when it is past `limit` (or idle, or gone). Answers the new time."""
+        return self._update_bucket(
+            bucket_id,
+            "SET tat_us = tat_us + :interval, expires_at = :exp",
+            "tat_us >= :now AND tat_us <= :limit",
+            {":interval": interval_us, ":now": now_us, ":limit": limit_us, ":exp": expires_at},
+        )
+
+    def _update_bucket(self, bucket_id: str, update: str, condition: str, values: dict[str, int]) -> int:
         try:
-            self._db.update_item(
+            answer = self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": f"RATE#{bucket_id}"}, "sk": {"S": BUCKET_SK}},
-                UpdateExpression="SET tokens = :tokens, updated_ms = :now, v = :v, expires_at = :exp",
+                UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues={name: {"N": str(value)} for name, value in values.items()},
+                ReturnValues="UPDATED_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
-                raise BucketChanged(_bucket_state(exc.response.get("Item"))) from exc  # type: ignore[arg-type]
+                raise BucketRefused(_tat(exc.response.get("Item"))) from exc  # type: ignore[arg-type]
             raise _failed(exc) from exc
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB unreachable: {exc}") from exc
-        return BucketState(tokens=tokens, updated_ms=now_ms, version=version)
+        return int(answer["Attributes"]["tat_us"]["N"])
 
     def count_jobs(self, tenant: str, statuses: tuple[JobStatus, ...], *, up_to: int) -> int:
         """How many of the tenant's jobs are in these states, counted up to `up_to` (a COUNT query

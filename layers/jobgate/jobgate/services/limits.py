@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobgate.adapters.limits import BucketChanged, BucketState, LimitStore, QuotaFull
+from jobgate.adapters.limits import BucketRefused, LimitStore, QuotaFull
 from jobgate.errors import (
     ConcurrencyLimited,
     TooManyRequests,
@@ -21,8 +21,8 @@ from jobgate.models import JobRequest, JobStatus
 from jobgate.services.egress import EgressPolicy
 from jobgate.services.registry import Invocation
 
-# Concurrent writers to one bucket each lose at most a few races; past this the request is refused.
-MAX_BUCKET_RACES = 5
+# Writes one take may make: the bucket's two forms, and once more if it went idle in between.
+MAX_BUCKET_WRITES = 3
 # A bucket untouched this long is full again anyway; the table's TTL removes its item.
 BUCKET_TTL_S = 24 * 3600
 # Buckets a container remembers; past this it forgets them all (each then costs one lost race).
@@ -33,13 +33,16 @@ ACTIVE_JOBS_RETRY_S = 5
 
 
 class RateLimiter:
-    """A token bucket per credential, kept in DynamoDB so every Lambda container shares it.
+    """A rate per credential with bursts (GCRA, the token bucket's equivalent), kept in DynamoDB so
+    every Lambda container shares it.
 
-    Each request takes one token; the bucket refills at `rate_per_s` up to `burst`. A take is one
-    conditional write on the bucket's version (optimistic locking): two containers can never both
-    spend the same token. The last state this container saw is remembered, so a request usually
-    costs one write and no read, and a refusal computed from it costs nothing: a remembered state
-    can only overstate the tokens left, because other writers only take tokens away.
+    The bucket is one number, its theoretical arrival time (TAT): when the bucket would be full again.
+    A request at `now` is allowed when max(TAT, now) <= now + (burst - 1) / rate, and moves the TAT
+    one interval (1 / rate) on. Both moves are single conditional updates DynamoDB computes itself (an
+    idle bucket is set to now + interval; a busy one gets `tat + interval`), so simultaneous requests
+    in many containers never overwrite each other and none is refused for having raced another: a
+    request is refused only when the bucket is empty. The last TAT this container saw is remembered:
+    other writers only move it on, so a refusal computed from it costs no call.
     """
 
     def __init__(
@@ -52,52 +55,55 @@ class RateLimiter:
     ) -> None:
         self._store = store
         self._rate = rate_per_s
-        self._burst = float(burst)
+        self._burst = burst
         self._clock = clock
-        self._seen: dict[str, BucketState | None] = {}
+        self._interval_us = round(1_000_000 / rate_per_s) if rate_per_s > 0 else 0
+        self._seen: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
         return self._rate > 0
 
     def take(self, bucket_id: str) -> None:
-        """Spend one token of the bucket, or raise TooManyRequests with when to try again."""
+        """Let one request through, or raise TooManyRequests with when to try again."""
         if not self.enabled:
             return
         if len(self._seen) > MAX_REMEMBERED_BUCKETS:
             self._seen.clear()
-        state = self._seen.get(bucket_id)
-        for _ in range(MAX_BUCKET_RACES):
-            now_ms = int(self._clock() * 1000)
-            level = self._level(state, now_ms)
-            if level < 1.0:
-                raise TooManyRequests(
-                    f"More than {self._rate:g} requests per second (bursts of {self._burst:g}) with this "
-                    "credential.",
-                    retry_after_s=math.ceil((1.0 - level) / self._rate),
-                )
-            updated_ms = now_ms if state is None else max(now_ms, state.updated_ms)
+        now_us = int(self._clock() * 1_000_000)
+        limit_us = now_us + (self._burst - 1) * self._interval_us
+        tat = self._seen.get(bucket_id)
+        if tat is not None and tat > limit_us:
+            raise self._refusal(tat - limit_us)
+        expires_at = now_us // 1_000_000 + BUCKET_TTL_S
+        for _ in range(MAX_BUCKET_WRITES):
             try:
-                self._seen[bucket_id] = self._store.write_bucket(
-                    bucket_id,
-                    tokens=level - 1.0,
-                    now_ms=updated_ms,
-                    expect=state,
-                    expires_at=updated_ms // 1000 + BUCKET_TTL_S,
-                )
+                if tat is None or tat < now_us:
+                    tat = self._store.start_bucket(
+                        bucket_id, now_us=now_us, interval_us=self._interval_us, expires_at=expires_at
+                    )
+                else:
+                    tat = self._store.add_to_bucket(
+                        bucket_id,
+                        now_us=now_us,
+                        interval_us=self._interval_us,
+                        limit_us=limit_us,
+                        expires_at=expires_at,
+                    )
+                self._seen[bucket_id] = tat
                 return
-            except BucketChanged as changed:
-                state = self._seen[bucket_id] = changed.current
-        raise TooManyRequests(
-            "Too many simultaneous requests with this credential.", retry_after_s=math.ceil(1 / self._rate)
-        )
+            except BucketRefused as refused:
+                tat = refused.tat_us
+                if tat is not None and tat > limit_us:
+                    self._seen[bucket_id] = tat
+                    raise self._refusal(tat - limit_us) from None
+        raise TooManyRequests("The rate limit could not be applied; try again.", retry_after_s=1)
 
-    def _level(self, state: BucketState | None, now_ms: int) -> float:
-        if state is None:
-            return self._burst
-        # A clock behind the last writer's refills nothing rather than draining the bucket.
-        elapsed_s = max(0, now_ms - state.updated_ms) / 1000
-        return min(self._burst, state.tokens + elapsed_s * self._rate)
+    def _refusal(self, wait_us: int) -> TooManyRequests:
+        return TooManyRequests(
+            f"More than {self._rate:g} requests per second (bursts of {self._burst}) with this credential.",
+            retry_after_s=max(1, math.ceil(wait_us / 1_000_000)),
+        )
 
 
 class JobAdmission:
