@@ -28,6 +28,13 @@ def test_the_registry_lists_zyras_stages(api: httpx.Client) -> None:
     stages = response.json()["stages"]
     assert {"acquire", "process", "visualize", "disseminate"} <= set(stages)
     assert "heatmap" in stages["visualize"]
+    assert all(item["contract"] is None for item in response.json()["items"])
+
+    # A client's whole catalog in one request: each item with what its href answers.
+    catalog = api.get("/v1/commands", params={"contracts": "true"}).json()["items"]
+    heatmap = next(i for i in catalog if (i["stage"], i["command"]) == ("visualize", "heatmap"))
+    assert heatmap["contract"] == api.get(heatmap["href"]).json()
+    assert len(catalog) == len(response.json()["items"]) and all(i["contract"] for i in catalog)
 
 
 def test_an_unknown_job_is_a_problem_json_404(api: httpx.Client) -> None:

@@ -41,7 +41,8 @@ def anyio_backend() -> str:
 class FakeAPI:
     """Answers like jobgate for one job; its events come in the pages given, then none (the job runs on)."""
 
-    def __init__(self, pages: list[dict[str, Any]], final: dict[str, Any]) -> None:
+    def __init__(self, pages: list[dict[str, Any]], final: dict[str, Any], *, catalog: bool = True) -> None:
+        self.catalog = catalog  # answers ?contracts=true (a deployment older than it does not)
         self.pages = list(pages)
         self.final = final
         self.seen: list[str] = []
@@ -53,7 +54,9 @@ class FakeAPI:
         path = request.url.path
         self.seen.append(f"{request.method} {path}")
         if path == "/v1/commands":
-            return httpx.Response(200, json={"stages": {"synth": ["generate"]}, "items": [CONTRACT]})
+            with_contracts = self.catalog and request.url.params.get("contracts") == "true"
+            item = {**CONTRACT, "contract": CONTRACT} if with_contracts else CONTRACT
+            return httpx.Response(200, json={"stages": {"synth": ["generate"]}, "items": [item]})
         if path == "/v1/commands/synth/generate":
             return httpx.Response(200, json=CONTRACT)
         if request.method == "POST" and path == "/v1/jobs":
@@ -212,3 +215,14 @@ async def test_a_status_the_schema_does_not_list_passes_the_clients_check() -> N
     async with client, Client(build_server(tools)) as mcp:
         status = await mcp.call_tool("jobgate_status", {"job_id": JOB_ID})
     assert not status.is_error and status.structured_content["status"] == "blocked"
+
+
+@pytest.mark.parametrize("catalog", [True, False])
+async def test_the_tools_come_from_one_catalog_request_or_one_request_per_command(catalog: bool) -> None:
+    api = FakeAPI([], job_doc(status="running"), catalog=catalog)
+    tools, client = tools_for(api)
+    async with client, Client(build_server(tools)) as mcp:
+        listed = await mcp.list_tools()
+    assert "synth_generate" in {tool.name for tool in listed.tools}
+    per_command = ["GET /v1/commands/synth/generate"] if not catalog else []
+    assert api.seen == ["GET /v1/commands", *per_command]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from jobgate.models import Job, JobError, JobStatus, Output, Runner
 from jobgate.services.jobs import OutputLink
+from jobgate.services.registry import CommandContract
 
 FINISH_REASON_DOC = (
     "Why the job ended, in one word (null until it has): exit_0, exit_nonzero (with partial: true for an"
@@ -188,6 +189,7 @@ class CommandSummary(BaseModel):
     command_set: str
     summary: str
     href: str
+    contract: CommandContract | None = None  # with ?contracts=true: what GET {href} answers
 
 
 class CommandList(BaseModel):

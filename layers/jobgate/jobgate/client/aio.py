@@ -154,8 +154,10 @@ class AsyncClient:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def commands(self) -> CommandList:
-        return CommandList.model_validate((await self.request("GET", "/v1/commands")).json())
+    async def commands(self, *, contracts: bool = False) -> CommandList:
+        """The deployment's commands; with `contracts`, each one's whole contract too (one request)."""
+        params = {"contracts": "true"} if contracts else None
+        return CommandList.model_validate((await self.request("GET", "/v1/commands", params=params)).json())
 
     async def command(self, stage: str, command: str) -> CommandContract:
         answer = await self.request("GET", f"/v1/commands/{stage}/{command}")

@@ -206,6 +206,7 @@ class CommandSummary(_Answer):
     command_set: str = ""
     summary: str = ""
     href: str = ""
+    contract: CommandContract | None = None  # asked for with commands(contracts=True)
 
 
 class CommandList(_Answer):

@@ -155,8 +155,10 @@ class Client:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def commands(self) -> CommandList:
-        return CommandList.model_validate(self.request("GET", "/v1/commands").json())
+    def commands(self, *, contracts: bool = False) -> CommandList:
+        """The deployment's commands; with `contracts`, each one's whole contract too (one request)."""
+        params = {"contracts": "true"} if contracts else None
+        return CommandList.model_validate(self.request("GET", "/v1/commands", params=params).json())
 
     def command(self, stage: str, command: str) -> CommandContract:
         answer = self.request("GET", f"/v1/commands/{stage}/{command}")

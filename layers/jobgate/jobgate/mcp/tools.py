@@ -45,7 +45,7 @@ OUTPUTS_LISTED = 100
 PICTURES_SHOWN = 4
 PICTURE_MAX_BYTES = 1024 * 1024
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg"})
-# Contracts fetched at once when the tools are listed (one GET each).
+# Contracts fetched at once when a deployment lists commands without them (one GET each).
 CONTRACT_FETCHES = 8
 
 # The most progress a job that has not ended is reported at.
@@ -201,14 +201,18 @@ class JobgateTools:
         async with self._load_lock:
             if self._loaded:
                 return
-            listing = await self._client.commands()
+            listing = await self._client.commands(contracts=True)
             limit = asyncio.Semaphore(CONTRACT_FETCHES)
 
             async def fetch(stage: str, command: str) -> CommandContract:
                 async with limit:
                     return await self._client.command(stage, command)
 
-            contracts = await asyncio.gather(*(fetch(item.stage, item.command) for item in listing.items))
+            # One request for them all; a deployment older than `?contracts=` answers summaries only.
+            contracts = await asyncio.gather(
+                *(fetch(i.stage, i.command) for i in listing.items if i.contract is None)
+            )
+            contracts += [i.contract for i in listing.items if i.contract is not None]
             reserved = {tool.name for tool in _job_tools(uploads=True)}
             for contract in contracts:
                 name = tool_name(contract.stage, contract.command)

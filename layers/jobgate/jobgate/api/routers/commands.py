@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from jobgate.api.deps import RegistryDep, TenantDep
 from jobgate.api.schemas import CommandList, CommandSummary
@@ -12,7 +14,13 @@ router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
 
 @router.get("", response_model=CommandList)
-def list_commands(registry: RegistryDep, _tenant: TenantDep) -> CommandList:
+def list_commands(
+    registry: RegistryDep,
+    _tenant: TenantDep,
+    contracts: Annotated[
+        bool, Query(description="Include each command's whole contract (one request for a client's catalog).")
+    ] = False,
+) -> CommandList:
     items = [
         CommandSummary(
             stage=c.stage,
@@ -20,6 +28,7 @@ def list_commands(registry: RegistryDep, _tenant: TenantDep) -> CommandList:
             command_set=c.command_set,
             summary=c.summary,
             href=f"/v1/commands/{c.stage}/{c.command}",
+            contract=c if contracts else None,
         )
         for c in registry.contracts()
     ]
