@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,7 +73,6 @@ def sign_in(page: Page, stack: DevProcess) -> None:
 def test_a_heatmap_from_the_form_runs_live_to_its_picture(
     local_stack: DevProcess, page: Page, npy_file: Path, problems: list[str]
 ) -> None:
-    started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     answer = page.goto(local_stack.state["console_url"])  # as `make dev` prints it
     assert answer is not None and answer.ok
@@ -121,7 +119,6 @@ def test_a_heatmap_from_the_form_runs_live_to_its_picture(
     page.screenshot(path=ARTIFACTS / "3-jobs.png")
 
     assert problems == []
-    assert time.monotonic() - started < 30
 
 
 def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_csv(
@@ -129,7 +126,6 @@ def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_cs
 ) -> None:
     """The WebSocket answers nothing and closes (a proxy that drops it): the page goes on with the long
     poll to the end; the job's CSV, larger than the preview reads, shows its first rows."""
-    started = time.monotonic()
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SCHEMA))
     closed: list[str] = []
@@ -186,4 +182,3 @@ def test_without_a_websocket_the_job_page_follows_by_long_poll_and_previews_a_cs
 
     # The errors expected: chromium's own lines for the key refused and the map that is not there.
     assert [p for p in problems if "status of 401" not in p and "status of 404" not in p] == [], problems
-    assert time.monotonic() - started < 30
