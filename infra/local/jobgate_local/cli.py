@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import tools
-from .components import Component, FunctionEnvironment
+from .components import Component
 from .containers import ContainerTasks
 from .gateway_http import HttpGatewayComponent
 from .gateway_ws import WebSocketGatewayComponent
@@ -218,7 +218,6 @@ def dev_components(args: argparse.Namespace) -> list[Component]:
         SqsEventSources(args.workers),
         ScheduleSources(every_s=args.schedules_every),
         ContainerTasks(dict(args.env)),
-        FunctionEnvironment(dict(args.env)),
     ]
 
 
@@ -284,6 +283,7 @@ def run_dev(args: argparse.Namespace) -> int:
             state_dir=state_dir,
             fresh=args.fresh,
             faults=fault_settings(args),
+            environment=dict(args.env),
         )
         return asyncio.run(serve(DevStack(options, dev_components(args))))
     finally:

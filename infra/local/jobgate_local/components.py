@@ -53,35 +53,3 @@ class Component(Protocol):
 
     def urls(self) -> Mapping[str, str]:
         """What users should know, for the banner and the state file (name -> URL)."""
-
-
-class FunctionEnvironment:
-    """Component: variables set on every function over the template's (`jobgate dev --env`)."""
-
-    name = "environment"
-
-    def __init__(self, environment: Mapping[str, str]) -> None:
-        self._environment = dict(environment)
-
-    def reserve(self) -> None:
-        pass
-
-    def played_resources(self, template: Template) -> Mapping[str, Mapping[str, str]]:
-        del template
-        return {}
-
-    def function_environment(self) -> Mapping[str, str]:
-        return self._environment
-
-    def sandboxes(self, template: Template) -> Mapping[str, int]:
-        del template
-        return {}
-
-    async def start(self, stack: RunningStack) -> None:
-        del stack
-
-    async def stop(self) -> None:
-        pass
-
-    def urls(self) -> Mapping[str, str]:
-        return {}

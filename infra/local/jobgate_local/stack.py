@@ -55,6 +55,8 @@ class DevOptions:
     stack_name: str = STACK_NAME
     init_timeout_s: float = 180.0
     faults: FaultSettings | None = None
+    # Set on every function over the template's and the components' (`jobgate dev --env`).
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def local_aws_environment(endpoint_url: str, credentials: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -177,6 +179,7 @@ class DevStack:
         extra_environment: dict[str, str] = {}
         for component in self.components:
             extra_environment.update(component.function_environment())
+        extra_environment.update(self.options.environment)
         for logical_id, config in configs.items():
             if extra_environment:
                 config = replace(config, environment={**config.environment, **extra_environment})

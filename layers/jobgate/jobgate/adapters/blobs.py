@@ -32,10 +32,17 @@ class ObjectInfo(BaseModel):
     head: bytes
 
 
+def url_origin(url: str) -> str:
+    """A URL's origin, as a Content-Security-Policy names it: scheme://host[:port]."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class BlobStore:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self._s3 = client
         self.bucket = bucket
+        self._url_origins: list[str] | None = None
 
     def upload_file(self, path: Path, key: str, media_type: str) -> None:
         try:
@@ -184,16 +191,14 @@ class BlobStore:
     def url_origins(self) -> list[str]:
         """The origins (scheme://host[:port]) of this bucket's presigned URLs, uploads' and downloads'
         (boto3 may spell the two differently): what a page's Content-Security-Policy must allow. Signing
-        is local: no call is made."""
-        post = self.presign_post("origin-probe", media_type="application/octet-stream", size=1, expires_s=60)
-        urls = [post["url"], self.presign_get("origin-probe", expires_s=60)]
-        origins = []
-        for url in urls:
-            parts = urlsplit(url)
-            origin = f"{parts.scheme}://{parts.netloc}"
-            if origin not in origins:
-                origins.append(origin)
-        return origins
+        is local: no call is made, and it is done once per container."""
+        if self._url_origins is None:
+            post = self.presign_post(
+                "origin-probe", media_type="application/octet-stream", size=1, expires_s=60
+            )
+            urls = [post["url"], self.presign_get("origin-probe", expires_s=60)]
+            self._url_origins = list(dict.fromkeys(url_origin(url) for url in urls))
+        return self._url_origins
 
     def ping(self) -> None:
         try:

@@ -4,12 +4,13 @@ WebSocket API and the bucket's presigned URLs (docs/architecture.md, "The web co
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse
 
+from jobgate.adapters.blobs import url_origin
 from jobgate.api.deps import ServicesDep
 
 ASSETS = Path(__file__).parent / "console_assets"
@@ -25,17 +26,12 @@ _SERVED = {p.name: p for p in ASSETS.iterdir() if p.suffix in _MEDIA_TYPES and p
 router = APIRouter(include_in_schema=False)
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def content_security_policy(websocket_url: str | None, bucket_origins: list[str]) -> str:
     """No inline script or style, no plugin, no frame; fetches to the API itself, the WebSocket API
     and the bucket (presigned uploads and downloads); images and videos from the bucket or blobs."""
     connect = ["'self'", *bucket_origins]
     if websocket_url:
-        connect.append(_origin(websocket_url))
+        connect.append(url_origin(websocket_url))
     media = ["'self'", "blob:", "data:", *bucket_origins]
     directives = {
         "default-src": ["'none'"],
@@ -66,7 +62,7 @@ def _headers(services: ServicesDep) -> dict[str, str]:
 @router.get("/console/", response_class=HTMLResponse)
 def console_page(request: Request, services: ServicesDep) -> HTMLResponse:
     base = str(request.scope.get("root_path") or "")
-    page = (ASSETS / "index.html").read_text(encoding="utf-8").replace("__BASE__", base)
+    page = _page().replace("__BASE__", base)
     return HTMLResponse(page, headers=_headers(services))
 
 
@@ -76,6 +72,12 @@ def console_asset(name: str, services: ServicesDep) -> FileResponse:
     if path is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such console file.")
     return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_headers(services))
+
+
+@cache
+def _page() -> str:
+    """index.html, read at the first request a container serves rather than at every one."""
+    return (ASSETS / "index.html").read_text(encoding="utf-8")
 
 
 def install(app: FastAPI) -> None:

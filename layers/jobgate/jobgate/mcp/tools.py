@@ -401,7 +401,7 @@ def _job_view(job: Job) -> dict[str, Any]:
 
 
 def _output_view(output: Output) -> dict[str, Any]:
-    return {"name": output.name, "size": output.size, "media_type": output.media_type, "url": output.url}
+    return output.model_dump(mode="json", include={"name", "size", "media_type", "url"})
 
 
 def _output_line(output: Mapping[str, Any]) -> str:
